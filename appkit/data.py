@@ -1,0 +1,170 @@
+"""Turn what a user has (DataFrame, list of dicts, datasets.Dataset, CSV/JSONL
+path, folder) into one validated pandas DataFrame, and check it before any
+model work starts."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import DataError, _msg
+
+TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
+
+
+def read_table(data: Any, *, where: str) -> pd.DataFrame:
+    """Any supported tabular input -> a fresh DataFrame (the user's object is never changed)."""
+    if isinstance(data, pd.DataFrame):
+        return data.copy()
+    if isinstance(data, (str, Path)):
+        return _read_file(Path(data), where=where)
+    if isinstance(data, list):
+        if not data:
+            raise DataError(_msg(f"The {where} is an empty list", fix="pass at least one example"))
+        if not all(isinstance(r, dict) for r in data):
+            bad = next(i for i, r in enumerate(data) if not isinstance(r, dict))
+            raise DataError(_msg(
+                f"The {where} is a list but item {bad} is a {type(data[bad]).__name__}, not a dict",
+                expected="a list of dicts such as {'text': ..., 'label': ...}",
+                fix="build the list as [{'text': t, 'label': y} for t, y in zip(texts, labels)]",
+            ))
+        return pd.DataFrame(data)
+    if type(data).__module__.startswith("datasets"):
+        return data.to_pandas()
+    raise DataError(_msg(
+        f"The {where} has an unsupported type {type(data).__name__}",
+        expected="a pandas DataFrame, a list of dicts, a datasets.Dataset, a CSV/JSONL file path or a folder",
+    ))
+
+
+def _read_file(path: Path, *, where: str) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(_msg(f"The {where} file {str(path)!r} does not exist", fix="check the path (it is relative to the notebook's folder)"))
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(_msg(
+            f"Cannot read the {where} from {str(path)!r}", expected=f"a file ending in one of {sorted(TABLE_SUFFIXES)} or a folder of labelled sub-folders",
+        ))
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+        elif suffix == ".tsv":
+            df = pd.read_csv(path, sep="\t")
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_json(path, lines=suffix == ".jsonl")
+    except Exception as exc:  # pandas' parser errors name the line; keep that
+        raise DataError(_msg(f"Could not read the {where} file {str(path)!r}: {exc}", fix="check that the file is valid " + suffix[1:].upper())) from None
+    if df.empty:
+        raise DataError(_msg(f"The {where} file {str(path)!r} has no rows", fix="check that it holds data below its header"))
+    return df
+
+
+def apply_columns(df: pd.DataFrame, *, required: list[str], columns: dict[str, str] | None, where: str) -> pd.DataFrame:
+    """Rename the user's columns to appkit's names and check the required ones are there."""
+    if columns:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise DataError(_msg(
+                f"columns= names {missing} but the {where} has no such column",
+                where=f"the {where}'s columns are {list(df.columns)}", fix="correct the names in columns={...}",
+            ))
+        df = df.rename(columns=columns)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        hint = ", ".join(f"'<your column>': '{c}'" for c in missing)
+        raise DataError(_msg(
+            f"The {where} has no {missing[0]!r} column",
+            where=f"its columns are {list(df.columns)}", expected=f"columns {required}",
+            fix=f"rename the columns, or pass columns={{{hint}}}",
+        ))
+    return df.reset_index(drop=True)
+
+
+def check_text(values: list, *, where: str, column: str = "text") -> None:
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise DataError(_msg(
+                f"Row {i} of the {where} has a {type(v).__name__} ({v!r}) in column {column!r}, not text",
+                expected="a non-empty string in every row", fix="drop or fill missing rows first, e.g. df.dropna(subset=[column])",
+            ))
+        if not v.strip():
+            raise DataError(_msg(
+                f"Row {i} of the {where} has empty text in column {column!r}",
+                expected="a non-empty string in every row", fix="remove empty rows, e.g. df[df[column].str.strip() != '']",
+            ))
+
+
+def check_labels(train_labels: list, *, where: str = "training data", min_per_class: int = 2) -> list[str]:
+    """Labels as strings; errors on missing labels and on classes too small to learn or split."""
+    for i, y in enumerate(train_labels):
+        if y is None or (isinstance(y, float) and y != y):
+            raise DataError(_msg(f"Row {i} of the {where} has no label", fix="fill or drop rows without a label"))
+    counts = pd.Series([str(y) for y in train_labels]).value_counts()
+    if len(counts) < 2:
+        raise DataError(_msg(
+            f"The {where} has a single label {counts.index[0]!r}", expected="at least two different labels to learn from",
+            fix="add examples of the other classes",
+        ))
+    small = counts[counts < min_per_class]
+    if len(small):
+        raise DataError(_msg(
+            f"The label(s) {list(small.index)} have fewer than {min_per_class} examples in the {where}",
+            where=f"counts: {small.to_dict()}", fix="add more examples of these classes or merge them into another",
+        ))
+    return sorted(counts.index)
+
+
+def check_known_labels(labels: list, known: list[str], *, where: str) -> None:
+    known_set = set(known)
+    for i, y in enumerate(labels):
+        if str(y) not in known_set:
+            raise DataError(_msg(
+                f"Row {i} of the {where} has the label {str(y)!r}, which the model does not know",
+                where=f"known labels: {sorted(known_set)}",
+                fix="fix the label, drop the row, or fine-tune on data that includes this class",
+            ))
+
+
+def warn_shared_duplicates(train_keys: list, eval_keys: list, *, what: str = "texts") -> int:
+    """Examples in both train and eval make scores look better than they are."""
+    shared = set(map(str, train_keys)) & set(map(str, eval_keys))
+    if shared:
+        warnings.warn(
+            f"{len(shared)} {what} appear in both the training and the evaluation data, so the evaluation "
+            "overstates accuracy. Remove them from one side (e.g. test[~test.text.isin(train.text)]).",
+            UserWarning, stacklevel=3,
+        )
+    return len(shared)
+
+
+def train_test_split(data: Any, *, test_size: float = 0.2, seed: int = 0, stratify: str | None = "label",
+                     columns: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified split that keeps every class on both sides."""
+    from sklearn.model_selection import train_test_split as sk_split
+
+    df = apply_columns(read_table(data, where="data"), required=[stratify] if stratify else [], columns=columns, where="data")
+    strat = df[stratify].astype(str) if stratify else None
+    if strat is not None:
+        counts = strat.value_counts()
+        if counts.min() < 2:
+            raise DataError(_msg(
+                f"Cannot split: label {counts.idxmin()!r} has only {counts.min()} example",
+                fix="add examples, drop that class, or pass stratify=None",
+            ))
+    try:
+        train, test = sk_split(df, test_size=test_size, random_state=seed, stratify=strat)
+    except ValueError as exc:  # too small a test set for the number of classes
+        raise DataError(_msg(f"Cannot split the data: {exc}", fix="use a larger test_size or more data")) from None
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def fingerprint(df: pd.DataFrame) -> str:
+    """A short content hash, stored with saved models and used to cache features."""
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes())
+    return h.hexdigest()[:16]

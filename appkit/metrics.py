@@ -1,0 +1,74 @@
+"""Metrics, computed by the libraries people already trust (scikit-learn, jiwer, sacrebleu)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def classification(y_true: list[str], y_pred: list[str], labels: list[str], scores: np.ndarray | None = None) -> dict:
+    """accuracy, macro/weighted F1, and ROC-AUC when class scores are given."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    out = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+    }
+    present = sorted(set(y_true))
+    if scores is not None and len(present) >= 2 and set(present) <= set(labels):
+        try:
+            if len(labels) == 2:
+                out["roc_auc"] = float(roc_auc_score([y == labels[1] for y in y_true], scores[:, 1]))
+            elif len(present) == len(labels):
+                out["roc_auc"] = float(roc_auc_score(y_true, scores, labels=labels, multi_class="ovr", average="macro"))
+        except ValueError:
+            pass  # undefined for this sample (e.g. one class only); leave it out rather than guess
+    return out
+
+
+def per_class(y_true: list[str], y_pred: list[str], labels: list[str]) -> pd.DataFrame:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return pd.DataFrame({"label": labels, "precision": p, "recall": r, "f1": f, "support": s})
+
+
+def confusion(y_true: list[str], y_pred: list[str], labels: list[str]) -> pd.DataFrame:
+    from sklearn.metrics import confusion_matrix
+
+    m = confusion_matrix(y_true, y_pred, labels=labels)
+    return pd.DataFrame(m, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
+
+
+def majority_baseline(y_train: list[str], y_test: list[str]) -> float:
+    """Accuracy of always answering the most common training label: the bar any model must clear."""
+    top = pd.Series(y_train).value_counts().idxmax()
+    return float(np.mean([y == top for y in y_test]))
+
+
+def _normalise_text(s: str) -> str:
+    import re
+
+    s = s.lower().replace("’", "'")
+    s = re.sub(r"[^\w\s']", " ", s)
+    return " ".join(s.split())
+
+
+def wer_cer(refs: list[str], hyps: list[str], *, normalise: bool = True) -> dict:
+    import jiwer
+
+    if normalise:
+        refs = [_normalise_text(r) for r in refs]
+        hyps = [_normalise_text(h) for h in hyps]
+    # jiwer refuses empty references; an empty reference scores by insertions only
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r]
+    if not pairs:
+        return {"wer": float("nan"), "cer": float("nan")}
+    r, h = zip(*pairs)
+    return {"wer": float(jiwer.wer(list(r), list(h))), "cer": float(jiwer.cer(list(r), list(h)))}
+
+
+def bleu_chrf(refs: list[str], hyps: list[str]) -> dict:
+    import sacrebleu
+
+    return {"bleu": float(sacrebleu.corpus_bleu(hyps, [refs]).score), "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score)}

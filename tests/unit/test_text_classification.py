@@ -1,0 +1,127 @@
+"""Text classification on a tiny random BERT built in the test (seconds, nothing from outside)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+import appkit
+from appkit.errors import AppkitError, DataError, NotTrainedError
+
+from ..conftest import make_tiny_bert_folder, text_train_frame
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_tiny_bert_folder(tmp_path / "bert")
+
+
+def test_zero_shot_before_training_uses_label_names(folder):
+    clf = appkit.load("text-classification", folder, labels=["negative", "positive"],
+                      label_descriptions={"positive": "good great"})
+    assert clf.mode == "zero-shot"
+    r = clf.predict("good great")
+    assert set(r["scores"]) == {"negative", "positive"}
+    assert sum(r["scores"].values()) == pytest.approx(1, abs=1e-4)
+    # identical text to a description: cosine similarity 1, so that label wins
+    assert r["label"] == "positive"
+
+
+def test_no_labels_yet_says_how_to_name_them(folder):
+    clf = appkit.load("text-classification", folder)
+    with pytest.raises(NotTrainedError, match=re.escape("labels=['...', '...']")):
+        clf.predict("good")
+
+
+def test_bad_texts_name_the_position(folder):
+    clf = appkit.load("text-classification", folder, labels=["a", "b"])
+    with pytest.raises(DataError, match="Input 2 is a float"):
+        clf.predict(["good", "bad", float("nan")])
+    with pytest.raises(DataError, match="Input 0 is empty text"):
+        clf.predict([""])
+    with pytest.raises(DataError, match="Row 1 is empty text"):
+        clf.predict(pd.DataFrame({"text": ["ok", " "]}))
+    with pytest.raises(DataError, match="label_descriptions names \\['c'\\]"):
+        appkit.load("text-classification", folder, labels=["a", "b"], label_descriptions={"c": "x"})
+    with pytest.raises(DataError, match="at least two different"):
+        appkit.load("text-classification", folder, labels=["a"])
+
+
+def test_training_data_errors_come_before_any_model_work(folder):
+    clf = appkit.load("text-classification", folder, labels=["negative", "positive"])
+    train = text_train_frame()
+    bad = train.copy()
+    bad.loc[3, "label"] = "neutral"
+    with pytest.raises(DataError, match="Row 3 of the training data has the label 'neutral'"):
+        clf.fine_tune(bad, progress=False)
+    ev = train.head(4).copy()
+    ev.loc[2, "label"] = "meh"
+    with pytest.raises(DataError, match="Row 2 of the evaluation data has the label 'meh'.*known labels"):
+        clf.fine_tune(train, eval_data=ev, progress=False)
+    with pytest.raises(DataError, match="Row 5 of the training data is a float"):
+        clf.fine_tune(train.assign(text=[*train.text[:5], None, *train.text[6:]]), progress=False)
+    with pytest.raises(AppkitError, match="early_stopping_patience needs validation data"):
+        clf.fine_tune(train, early_stopping_patience=2, progress=False)
+
+
+def test_labels_come_from_data_when_not_named(folder):
+    clf = appkit.load("text-classification", folder)
+    clf.fine_tune(text_train_frame(), epochs=1, progress=False)
+    assert clf.labels == ["negative", "positive"] and clf.mode == "trained"
+
+
+@pytest.mark.parametrize("strategy", ["head", "full"])
+def test_fine_tune_learns_the_toy_task(strategy, tmp_path):
+    # a wider initialisation than BERT's 0.02: a random encoder whose [CLS] features differ between texts
+    clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "b", init=0.2))
+    train = text_train_frame(48)
+    kw = {"learning_rate": 3e-2, "epochs": 30} if strategy == "head" else {"learning_rate": 3e-3, "epochs": 8}
+    run = clf.fine_tune(train, eval_data=train.head(12), strategy=strategy, output_dir=tmp_path / "r", progress=False, **kw)
+    assert run.strategy == strategy
+    assert run.history["train_loss"].dropna().iloc[-1] < run.history["train_loss"].dropna().iloc[0]
+    assert "eval_macro_f1" in run.history.columns and run.metrics["accuracy"] >= 0.9
+    report = clf.evaluate(train.head(12))
+    assert report.metrics["accuracy"] >= 0.9 and report.confusion.shape == (2, 2)
+
+
+def test_saved_folder_is_a_plain_transformers_classifier(folder, tmp_path):
+    from transformers import pipeline
+
+    clf = appkit.load("text-classification", folder)
+    clf.fine_tune(text_train_frame(48), strategy="head", learning_rate=3e-2, epochs=20, progress=False)
+    out = clf.save(tmp_path / "saved")
+    meta = json.loads((out / "appkit.json").read_text())
+    assert meta["labels"] == ["negative", "positive"] and meta["mode"] == "trained"
+    assert meta["training"]["strategy"] == "head" and len(meta["training"]["data_fingerprint"]) == 16
+    texts = ["good great product", "hate it terrible", "the best drug"]
+    ours = [r["label"] for r in clf.predict(texts)]
+    pipe = pipeline("text-classification", model=str(out), device="cpu")
+    assert [r["label"] for r in pipe(texts)] == ours
+
+
+def test_loading_a_folder_of_another_task_is_refused(folder, tmp_path):
+    clf = appkit.load("text-classification", folder, labels=["a", "b"])
+    out = clf.save(tmp_path / "m")
+    meta = json.loads((out / "appkit.json").read_text())
+    meta["task"] = "image-classification"
+    (out / "appkit.json").write_text(json.dumps(meta))
+    with pytest.raises(AppkitError, match="holds a image-classification model"):
+        appkit.load("text-classification", out)
+
+
+def test_zero_shot_mode_survives_save_and_load(folder, tmp_path):
+    clf = appkit.load("text-classification", folder, labels=["neg", "pos"], label_descriptions={"pos": "good great"})
+    out = clf.save(tmp_path / "z")
+    again = appkit.load("text-classification", out)
+    assert again.mode == "zero-shot" and again.label_descriptions == {"pos": "good great"}
+    assert again.predict("good great") == clf.predict("good great")
+
+
+def test_dataframe_predictions_and_top_k(folder):
+    clf = appkit.load("text-classification", folder, labels=["a", "b", "c"])
+    df = pd.DataFrame({"review": ["good", "bad"], "id": [1, 2]})
+    out = clf.predict(df, column="review", top_k=1)
+    assert {"pred_label", "pred_score"} <= set(out.columns) and "pred_label" not in df
+    assert len(clf.predict("good", top_k=2)["scores"]) == 2

@@ -1,0 +1,76 @@
+"""The fine-tune engine: interruption and resume, tuning, class weights, history."""
+from __future__ import annotations
+
+import pytest
+
+import appkit
+from appkit.training import TuneResult
+
+from ..conftest import make_tiny_bert_folder, text_train_frame
+
+
+@pytest.fixture
+def clf(tmp_path):
+    return appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "bert"))
+
+
+def test_interrupted_training_keeps_its_work_and_resumes(clf, tmp_path):
+    from transformers import TrainerCallback
+
+    class StopAtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt  # what the notebook's stop button does
+
+    import transformers
+
+    original = transformers.Trainer.__init__
+
+    def patched(self, *a, callbacks=None, **kw):
+        original(self, *a, callbacks=[*(callbacks or []), StopAtStep()], **kw)
+
+    train = text_train_frame(48)
+    out = tmp_path / "run"
+    transformers.Trainer.__init__ = patched
+    try:
+        with pytest.warns(UserWarning, match="interrupted at step 5.*resume=True"):
+            run = clf.fine_tune(train, strategy="head", epochs=4, batch_size=8, output_dir=out, progress=False)
+    finally:
+        transformers.Trainer.__init__ = original
+    assert run.interrupted
+    assert (out / "checkpoint-5").is_dir()
+    resumed = clf.fine_tune(train, strategy="head", epochs=4, batch_size=8, output_dir=out, resume=True, progress=False)
+    assert not resumed.interrupted
+    assert resumed.history["step"].max() == 24          # 48 / 8 * 4 steps in all
+    assert resumed.resumed_from_step == 5               # started where it stopped
+    assert resumed.history["step"].is_unique
+
+
+def test_tune_returns_trials_and_settings_fine_tune_accepts(tmp_path):
+    clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "b"), labels=["negative", "positive"])
+    train = text_train_frame(40)
+    before = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    result = clf.tune(train, n_trials=3, strategy="head", space={"learning_rate": ("log", 1e-3, 1e-1), "epochs": ("int", 2, 4)})
+    assert isinstance(result, TuneResult) and len(result.trials) == 3
+    assert {"macro_f1", "learning_rate", "epochs", "duration"} <= set(result.trials.columns)
+    assert set(result.best_params) == {"learning_rate", "epochs"}
+    after = clf.model.state_dict()
+    assert all((before[k] == after[k]).all() for k in before if before[k].shape == after[k].shape)
+    run = clf.fine_tune(train, strategy="head", progress=False, **result.best_params)
+    assert run.params["learning_rate"] == result.best_params["learning_rate"]
+    assert "<table" in result._repr_html_()
+
+
+def test_class_weights_are_balanced(clf):
+    clf.labels = ["a", "b"]
+    w = clf._class_weights([0, 0, 0, 1])
+    assert w[1] == pytest.approx(3 * w[0])
+
+
+def test_early_stopping_and_validation_split(clf, tmp_path):
+    run = clf.fine_tune(text_train_frame(40), strategy="head", epochs=30, validation_split=0.25,
+                        early_stopping_patience=1, learning_rate=1e-5, output_dir=tmp_path / "r", progress=False)
+    assert run.history["epoch"].max() < 30    # stopped early: the tiny learning rate gets nowhere
+    assert "eval_macro_f1" in run.history
+    ax = run.plot()
+    assert ax.get_xlabel() == "epoch"
