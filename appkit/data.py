@@ -135,7 +135,8 @@ def warn_shared_duplicates(train_keys: list, eval_keys: list, *, what: str = "te
     shared = set(map(str, train_keys)) & set(map(str, eval_keys))
     if shared:
         warnings.warn(
-            f"{len(shared)} {what} appear in both the training and the evaluation data, so the evaluation "
+            f"{len(shared)} {what if len(shared) > 1 else what.rstrip('s')} "
+            f"{'appear' if len(shared) > 1 else 'appears'} in both the training and the evaluation data, so the evaluation "
             "overstates accuracy. Remove them from one side (e.g. test[~test.text.isin(train.text)]).",
             UserWarning, stacklevel=3,
         )

@@ -33,6 +33,22 @@ META_FILE = "appkit.json"
 _ERRORS_MODES = ("raise", "skip")
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _bf16_ok(device: str) -> bool:
     import torch
 
@@ -78,7 +94,8 @@ class Task:
         source, meta = cls._resolve_source(model)
         if labels is not None:
             labels = cls._check_label_names(labels)
-        inst = cls._load(source, labels=labels, meta=meta, device=device, **options)
+        with quiet_transformers():
+            inst = cls._load(source, labels=labels, meta=meta, device=device, **options)
         inst.precision = precision
         inst.model.to(device).eval()
         return inst
@@ -337,9 +354,10 @@ class Task:
         """A plain transformers folder (safetensors) plus appkit.json; reload with appkit.load(task, path)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        if self.processor is not None:
-            self.processor.save_pretrained(path)
+        with quiet_transformers():
+            self.model.save_pretrained(path)
+            if self.processor is not None:
+                self.processor.save_pretrained(path)
         meta = {
             **{k: v for k, v in self.meta.items() if k not in ("task", "appkit_version")},
             "task": self.task,

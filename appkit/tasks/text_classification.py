@@ -43,7 +43,6 @@ class TextClassification(ClassificationTask):
     @classmethod
     def _load(cls, source, *, labels, meta, device, label_descriptions=None, max_length=None):
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         try:
             config = AutoConfig.from_pretrained(source)
@@ -62,18 +61,17 @@ class TextClassification(ClassificationTask):
         if labels:
             kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                       "label2id": {lab: i for i, lab in enumerate(labels)}, "ignore_mismatched_sizes": True}
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # "newly initialized weights" is expected: that head is ours to train
-        try:
+        try:  # base.from_pretrained silences "newly initialized weights": that head is ours to train
             model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
         except Exception as exc:
             raise cls._hub_error(source, exc) from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
         meta = {**meta, "source": str(source), "labels_fixed": fixed}
         descriptions = label_descriptions if label_descriptions is not None else meta.get("label_descriptions")
+        max_length = max_length or meta.get("max_length") or 256
+        # saved with the model, so a plain pipeline(..., truncation=True) cuts texts where appkit does
+        tokenizer.model_max_length = max_length
         inst = cls(model, tokenizer, mode=mode, labels=labels, meta=meta, device=device, precision="auto",
-                   label_descriptions=descriptions, max_length=max_length or meta.get("max_length") or 256)
+                   label_descriptions=descriptions, max_length=max_length)
         inst._check_descriptions()
         return inst
 
