@@ -125,3 +125,47 @@ def test_dataframe_predictions_and_top_k(folder):
     out = clf.predict(df, column="review", top_k=1)
     assert {"pred_label", "pred_score"} <= set(out.columns) and "pred_label" not in df
     assert len(clf.predict("good", top_k=2)["scores"]) == 2
+
+
+def _tiny_classifier_folder(path, arch: str, labels: list[str]) -> str:
+    """A tiny random *ForSequenceClassification of another family, with its own labels, saved to a folder."""
+    import torch
+    from transformers import (BertTokenizerFast, DistilBertConfig, DistilBertForSequenceClassification,
+                              RobertaConfig, RobertaForSequenceClassification)
+
+    from ..conftest import WORDS
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    common = dict(id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
+    torch.manual_seed(0)
+    if arch == "distilbert":
+        cfg = DistilBertConfig(vocab_size=len(vocab), dim=32, hidden_dim=64, n_layers=2, n_heads=2,
+                               max_position_embeddings=64, **common)
+        model = DistilBertForSequenceClassification(cfg)
+    else:
+        cfg = RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=70, pad_token_id=0, **common)
+        model = RobertaForSequenceClassification(cfg)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "roberta"])
+def test_other_transformers_classifiers_load_with_their_labels_and_train_their_head(arch, tmp_path):
+    folder = _tiny_classifier_folder(tmp_path / arch, arch, ["ham", "spam"])
+    clf = appkit.load("text-classification", folder)
+    assert clf.labels == ["ham", "spam"] and clf.mode == "trained"
+    assert clf.predict("good product")["label"] in {"ham", "spam"}
+    train = text_train_frame(24).assign(label=lambda d: d.label.map({"positive": "ham", "negative": "spam"}))
+    run = clf.fine_tune(train, strategy="head", epochs=2, progress=False, output_dir=tmp_path / "r")
+    assert run.history["train_loss"].notna().any()
+    # new classes at load: the old head cannot answer them, so a new one is trained
+    relabelled = appkit.load("text-classification", folder, labels=["a", "b", "c"])
+    assert relabelled.mode == "zero-shot" and relabelled.model.config.num_labels == 3
+
+
+def test_an_unreachable_hub_id_is_a_clear_error_not_a_traceback():
+    with pytest.raises(AppkitError, match="Could not load 'no-such-org/no-such-model'.*offline, pick a catalogue model"):
+        appkit.load("text-classification", "no-such-org/no-such-model")
