@@ -385,7 +385,9 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
         params = _sample(trial, space)
         cfg = TrainConfig(strategy=strategy, seed=seed, output_dir=tmp / f"trial-{trial.number}", progress=False,
                           checkpoints=False, **params)
-        run = fine_tune(task, train_df, eval_df, cfg)
+        with warnings.catch_warnings():  # the data warnings were shown once, before the first trial
+            warnings.simplefilter("ignore")
+            run = fine_tune(task, train_df, eval_df, cfg)
         shutil.rmtree(cfg.output_dir, ignore_errors=True)
         if metric not in run.metrics:
             raise DataError(_msg(f"metric={metric!r} is not reported", where=f"available: {sorted(run.metrics)}"))
