@@ -1,0 +1,597 @@
+"""Image classification.
+
+Out of the box the packaged EfficientNet-Lite0 (appkit/backbones/) predicts the
+1000 ImageNet classes offline; any transformers ``AutoModelForImageClassification``
+(ViT, ConvNeXt, ...) loads by hub id or folder. ``fine_tune`` trains the model's
+own classifier on features the frozen network computes once (``strategy="head"``,
+the CPU default) or every weight with light augmentation (``"full"``). A saved
+folder is a plain transformers folder (safetensors, ``preprocessor_config.json``).
+
+``labels=[...]`` on load gives the model a new, untrained head for those classes:
+images have no zero-shot fallback, so predict says to fine-tune first.
+
+Preprocessing is the model's own image processor (the PIL backend of transformers,
+the same maths as ``transformers.pipeline``): ``_preprocess`` decodes and checks one
+image and keeps it resized and cropped as compact uint8; ``_collate`` rescales and
+normalises a batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+
+from ..errors import DataError, MediaError, ModelError, NotTrainedError, _cap, _msg
+from ..registry import register_task
+from .base import ClassificationTask
+
+PACKAGED_LITE0 = "appkit:efficientnet-lite0"   # what _catalogue_source hands _load for the packaged model
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+_THUMB = 96
+
+
+@register_task("image-classification")
+class ImageClassification(ClassificationTask):
+    input_column = "image"
+    target_column = "label"
+    default_batch_size = 32
+    # Linear probe on 1280 pooled features: a higher rate than text's, it converges in the default epochs.
+    default_learning_rate: ClassVar[dict] = {"head": 2e-3, "full": 1e-4}
+    default_train_batch_size: ClassVar[dict] = {"head": 32, "full": 16}
+    default_epochs: ClassVar[dict] = {"head": 30, "full": 3}
+    freeze_batchnorm: ClassVar[bool] = True    # "full" on small CPU batches: keep the pretrained BN statistics
+
+    def __init__(self, model, processor, *, mode: str, **kw):
+        super().__init__(model, processor, **kw)
+        self.mode = mode            # "trained" | "untrained" (a new head, waiting for fine_tune)
+        self.augment = True         # light augmentation during strategy="full"; set False to switch it off
+        self._norm = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def _catalogue_source(cls, entry):
+        return PACKAGED_LITE0
+
+    @classmethod
+    def _load(cls, source, *, labels, meta, device):
+        from ..backbones import efficientnet_lite  # registers the Lite model type with the Auto classes
+
+        # (base.from_pretrained silences "newly initialized weights": a new head is expected)
+        if source == PACKAGED_LITE0:
+            model = efficientnet_lite.load_packaged_efficientnet_lite0()
+            processor = _lite_processor()
+        else:
+            model, processor = cls._load_transformers(source)
+        is_classifier = any(a.endswith("ForImageClassification") for a in (model.config.architectures or [])) \
+            or source == PACKAGED_LITE0
+        own = [model.config.id2label[i] for i in range(len(model.config.id2label))] if is_classifier else None
+        mode = meta.get("mode") or ("trained" if is_classifier else "untrained")
+        fixed = labels is not None or bool(meta.get("labels_fixed"))
+        inst = cls(model, processor, mode=mode, labels=None, meta={**meta, "source": str(source), "labels_fixed": fixed},
+                   device=device, precision="auto")
+        if labels is None:
+            labels = meta.get("labels") or own
+        elif labels != own:
+            inst._reset_head(labels)   # new classes: the old head cannot answer them until fine-tuned
+            inst.mode = "untrained"
+        inst.labels = list(labels) if labels else None
+        return inst
+
+    @classmethod
+    def _load_transformers(cls, source):
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        try:
+            model = AutoModelForImageClassification.from_pretrained(source, dtype=torch.float32)  # fp32 master weights
+        except Exception as exc:
+            raise cls._hub_error(source, exc) from None
+        try:
+            processor = AutoImageProcessor.from_pretrained(source, backend="pil")
+        except Exception:
+            if model.config.model_type != "appkit-efficientnet-lite":
+                raise ModelError(_msg(f"{source!r} has no image processor (preprocessor_config.json)",
+                                      expected="a folder written by .save() or a hub image-classification model",
+                                      fix="copy preprocessor_config.json from the model it was trained from")) from None
+            processor = _lite_processor()
+        return model, processor
+
+    # ------------------------------------------------------------------ input
+    def _is_single(self, inputs) -> bool:
+        import numpy as np
+        from PIL import Image
+
+        if isinstance(inputs, np.ndarray):
+            return inputs.ndim in (2, 3)      # (N, H, W, C) is a batch
+        return isinstance(inputs, (str, bytes, bytearray, os.PathLike, Image.Image, _InMemoryImage)) or (
+            isinstance(inputs, dict) and ("bytes" in inputs or "path" in inputs))
+
+    def _preprocess(self, item, *, where: str, **_):
+        """Decode, check and resize/crop one image -> (3, H, W) uint8 (a quarter of float32's memory)."""
+        import numpy as np
+
+        image = decode_image(item, where=where)
+        out = self.processor(images=image, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"][0]
+        if out.dtype != np.uint8:
+            out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(out)
+
+    def _normaliser(self):
+        """(scale, shift) so that pixel_values = uint8 * scale + shift: the processor's rescale and mean/std."""
+        import torch
+
+        if self._norm is None:
+            p = self.processor
+            factor = getattr(p, "rescale_factor", 1 / 255) if getattr(p, "do_rescale", True) else 1.0
+            mean = getattr(p, "image_mean", None) if getattr(p, "do_normalize", True) else None
+            std = getattr(p, "image_std", None) if getattr(p, "do_normalize", True) else None
+            mean = torch.tensor(mean if mean is not None else [0.0] * 3, dtype=torch.float32).view(1, 3, 1, 1)
+            std = torch.tensor(std if std is not None else [1.0] * 3, dtype=torch.float32).view(1, 3, 1, 1)
+            self._norm = (factor / std, -mean / std)
+        return self._norm
+
+    def _collate(self, units):
+        import numpy as np
+        import torch
+
+        x = torch.from_numpy(np.stack(units)).float()
+        scale, shift = self._normaliser()
+        return {"pixel_values": x.mul_(scale).add_(shift)}
+
+    def _forward(self, batch, **_):
+        if self.mode != "trained":
+            raise self._untrained_error()
+        return self.model(**batch).logits
+
+    def _untrained_error(self):
+        return NotTrainedError(_msg(
+            f"This model has a new classification head for {self.labels} that has not been trained yet, "
+            "so its predictions would be random",
+            expected="fine-tuning before predicting (images have no zero-shot mode)",
+            fix="run .fine_tune(data) with labelled images of these classes, or load without labels= "
+                "to use the model's own classes"))
+
+    def _predict_labels(self) -> list[str]:
+        if self.labels and self.mode != "trained":
+            raise self._untrained_error()
+        return super()._predict_labels()
+
+    def _dedup_key(self, x) -> str:
+        """The image's content, so the same picture under two names still counts as a duplicate."""
+        return _content_hash(x)
+
+    # ------------------------------------------------------------------ data
+    def _read(self, data, *, columns, where, need_target=True) -> pd.DataFrame:
+        df = super()._read(data, columns=columns, where=where, need_target=need_target)
+        # in-memory images print without their content; the wrapper prints a content hash, so the
+        # feature cache (keyed on the printed data) never mixes two different pictures
+        col = df[self.input_column]
+        if any(_in_memory(x) for x in col):
+            df[self.input_column] = [_InMemoryImage(x) if _in_memory(x) else x for x in col]
+        return df
+
+    def _read_folder(self, path: Path, *, where: str) -> pd.DataFrame:
+        """Sub-folders are the labels; every image file below one is an example of that label."""
+        rows, other = [], []
+        subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            other.append(f.name)
+        for d in subdirs:
+            for f in sorted(d.rglob("*")):
+                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(path).parts):
+                    continue
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    rows.append({"image": str(f), "label": d.name})
+                else:
+                    other.append(str(f.relative_to(path)))
+        labels = sorted({r["label"] for r in rows})
+        if not rows:
+            raise DataError(_msg(
+                f"The {where} folder {str(path)!r} holds no images in sub-folders",
+                expected="one sub-folder per label with the images inside, e.g. photos/cat/1.jpg, photos/dog/2.jpg",
+                fix="put the images in sub-folders named after their labels"
+                    + (f" (found only: {', '.join(other[:5])})" if other else "")))
+        if len(labels) < 2 and where.startswith("training"):
+            raise DataError(_msg(
+                f"The {where} folder {str(path)!r} has a single label {labels[0]!r}",
+                expected="at least two sub-folders (labels) with images, to learn to tell them apart",
+                fix="add a sub-folder of images for each other class"))
+        if other:
+            warnings.warn(f"Ignored {len(other)} file(s) in {str(path)!r} that are not images in a label "
+                          f"sub-folder: {', '.join(other[:10])}" + (" ..." if len(other) > 10 else ""),
+                          UserWarning, stacklevel=4)
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ training
+    def _train_collate(self, units, targets, train: bool):
+        import numpy as np
+        import torch
+
+        x = torch.from_numpy(np.stack(units)).float()
+        if train and self.augment:
+            x = torch.stack([_augment(im) for im in x])
+        scale, shift = self._normaliser()
+        return {"pixel_values": x.mul_(scale).add_(shift), "labels": torch.tensor(targets, dtype=torch.long)}
+
+    def _step_loss(self, model, inputs: dict, weights):
+        if model.training and self.freeze_batchnorm:
+            # Trainer switches the model to train mode every step; BN on 16 clip-art images would
+            # replace ImageNet statistics by noisy ones, so it keeps normalising with the stored ones
+            from torch.nn.modules.batchnorm import _BatchNorm
+
+            for m in model.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return super()._step_loss(model, inputs, weights)
+
+    def _classifier_name(self) -> str:
+        import torch
+
+        for name in ("classifier", "head", "fc"):
+            if isinstance(getattr(self.model, name, None), torch.nn.Module):
+                return name
+        raise ModelError(_msg(f"{type(self.model).__name__} has no classifier layer appkit knows",
+                              fix="use strategy='full', or a model with a .classifier layer (ViT, ConvNeXt, ...)"))
+
+    def _features(self, batch):
+        """What the model feeds its own classifier (pooled features), caught on the way in."""
+        captured = {}
+        head = getattr(self.model, self._classifier_name())
+        handle = head.register_forward_pre_hook(lambda module, args: captured.__setitem__("x", args[0]))
+        try:
+            self.model(**batch)
+        finally:
+            handle.remove()
+        return captured["x"]
+
+    def _head(self):
+        return getattr(self.model, self._classifier_name())   # training it trains the saved model's head
+
+    def _head_matches(self, labels) -> bool:
+        return self.model.config.num_labels == len(labels)
+
+    def _reset_head(self, labels: list[str]) -> None:
+        import torch
+
+        if hasattr(self.model, "reset_classifier"):
+            self.model.reset_classifier(labels)
+        else:
+            name = self._classifier_name()
+            head = getattr(self.model, name)
+            linears = [(n, m) for n, m in head.named_modules() if isinstance(m, torch.nn.Linear)]
+            if not linears:
+                raise ModelError(_msg(f"The classifier of {type(self.model).__name__} has no linear layer to replace",
+                                      fix="pick another model"))
+            path, old = linears[-1]
+            new = torch.nn.Linear(old.in_features, len(labels), device=old.weight.device, dtype=old.weight.dtype)
+            torch.nn.init.normal_(new.weight, std=0.01)   # small: a new head starts near uniform predictions
+            torch.nn.init.zeros_(new.bias)
+            if path:
+                parent_path, _, attr = path.rpartition(".")
+                setattr(head.get_submodule(parent_path) if parent_path else head, attr, new)
+            else:
+                setattr(self.model, name, new)
+            cfg = self.model.config
+            cfg.id2label = dict(enumerate(labels))
+            cfg.label2id = {lab: i for i, lab in enumerate(labels)}
+        self.mode = "untrained"
+
+    def _after_fit(self, run) -> None:
+        if len(run.history) and run.history["step"].max() > 0:
+            self.mode = "trained"
+        self.model.config.id2label = dict(enumerate(self.labels))
+        self.model.config.label2id = {lab: i for i, lab in enumerate(self.labels)}
+
+    def _feature_state(self) -> dict:
+        skip = self._classifier_name() + "."
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith(skip)}
+
+    def _model_key(self) -> str:
+        import json
+
+        settings = json.dumps(self.processor.to_dict(), sort_keys=True, default=str)
+        return f"{super()._model_key()}-{hashlib.sha1(settings.encode()).hexdigest()[:8]}"
+
+    def _save_meta(self) -> dict:
+        return {"mode": self.mode, "labels_fixed": bool(self.meta.get("labels_fixed"))}
+
+    # ------------------------------------------------------------------ showing images
+    def _example_html(self, x) -> str:
+        return thumbnail_html(x)
+
+    def _worst_html(self, worst: pd.DataFrame) -> str:
+        """The worst errors as a grid of thumbnails, each with its true and predicted label."""
+        import html
+
+        cards = []
+        for _, r in worst.iterrows():
+            cards.append(
+                '<figure style="margin:0;width:112px;font-size:12px;line-height:1.3">'
+                f'{thumbnail_html(r["input"])}<figcaption>true <b>{html.escape(str(r["reference"]))}</b><br>'
+                f'predicted <b>{html.escape(str(r["prediction"]))}</b> ({r["score"]:.0%})</figcaption></figure>')
+        return f'<div style="display:flex;flex-wrap:wrap;gap:10px">{"".join(cards)}</div>'
+
+    def show_batch(self, data, *, n: int = 16, columns: dict | None = None, ncols: int = 8, seed: int | None = None):
+        """A matplotlib figure of ``n`` images from ``data`` (folder, DataFrame, ...) with their labels."""
+        import matplotlib.pyplot as plt
+
+        df = self._read(data, columns=columns, where="data", need_target=False)
+        df = df.sample(min(n, len(df)), random_state=seed) if seed is not None else df.head(n)
+        ncols = max(1, min(ncols, len(df)))
+        nrows = -(-len(df) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, (i, row) in zip(axes.flat, df.iterrows()):
+            title = str(row[self.target_column]) if self.target_column in df.columns else ""
+            try:
+                image = decode_image(row[self.input_column], where=f"row {i}")
+                image.thumbnail((256, 256))
+                ax.imshow(image)
+            except MediaError as exc:   # a preview shows the problem rather than stopping at it
+                ax.text(0.5, 0.5, "unreadable", ha="center", va="center", color="red", transform=ax.transAxes)
+                title = f"{title}\n(row {i})" if title else f"row {i}"
+                ax.set_title(title, fontsize=8, color="red")
+                warnings.warn(str(exc), UserWarning, stacklevel=2)
+                continue
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        return fig
+
+
+# ---------------------------------------------------------------------- decoding
+
+def _lite_processor():
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    from ..backbones.efficientnet_lite import EfficientNetLitePreprocessor
+
+    settings = EfficientNetLitePreprocessor().to_dict()
+    settings.pop("image_processor_type")
+    return BitImageProcessorPil(**settings)   # pixel-identical to the Lite preprocessor; saves as a standard file
+
+
+class _InMemoryImage:
+    """A PIL image / array / bytes / datasets image dict held in a DataFrame, printed as its content hash."""
+
+    __slots__ = ("value", "key")
+
+    def __init__(self, value):
+        self.value = value
+        self.key = _content_hash(value)
+
+    def __str__(self) -> str:
+        return f"<image {self.key}>"
+
+    __repr__ = __str__
+
+
+def _in_memory(x) -> bool:
+    import numpy as np
+    from PIL import Image
+
+    # bytes too: pandas cannot turn arbitrary bytes into text for the fingerprint
+    return isinstance(x, (Image.Image, np.ndarray, bytes, bytearray)) or (isinstance(x, dict) and "bytes" in x)
+
+
+def _content_hash(x) -> str:
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(x, _InMemoryImage):
+        return x.key
+    h = hashlib.blake2b(digest_size=12)
+    if isinstance(x, dict):
+        x = x.get("bytes") or x.get("path")
+    if isinstance(x, (str, os.PathLike)):
+        try:
+            h.update(Path(x).read_bytes())
+        except OSError:
+            h.update(str(x).encode())
+    elif isinstance(x, (bytes, bytearray)):
+        h.update(bytes(x))
+    elif isinstance(x, Image.Image):
+        h.update(f"{x.mode}{x.size}".encode())
+        h.update(x.tobytes())
+    elif isinstance(x, np.ndarray):
+        h.update(f"{x.dtype}{x.shape}".encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    else:
+        h.update(repr(x).encode())
+    return h.hexdigest()
+
+
+def _describe(item) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).name
+    return type(item).__name__
+
+
+def decode_image(item, *, where: str):
+    """Path, bytes, PIL image, array or datasets image dict -> an upright RGB PIL image, or a clear error.
+
+    Any mode becomes RGB: transparency (RGBA, LA, palette) is composited on white, 16-bit and
+    float images are scaled to 8 bits, CMYK and greyscale converted. EXIF orientation is applied.
+    """
+    import numpy as np
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(item, _InMemoryImage):
+        item = item.value
+    if isinstance(item, dict) and ("bytes" in item or "path" in item):   # datasets' Image feature
+        item = item.get("bytes") or item.get("path")
+    if isinstance(item, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(item) if item.getexif() else item)
+    if isinstance(item, np.ndarray):
+        return _to_rgb(_from_array(item, where))
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item).expanduser()
+        label = f"{_cap(where)} ({str(path)!r})"
+        if not path.is_file():
+            raise DataError(_msg(f"{label} does not exist" if not path.exists() else f"{label} is a folder, not an image file",
+                                 expected="the path of an image file (JPEG, PNG, ...)",
+                                 fix="check the path; relative paths start at the notebook's folder"))
+        source, size = path, path.stat().st_size
+    elif isinstance(item, (bytes, bytearray)):
+        label = f"{_cap(where)} ({len(item)} bytes)"
+        source, size = io.BytesIO(bytes(item)), len(item)
+    else:
+        raise DataError(_msg(f"{_cap(where)} is a {type(item).__name__} ({item!r:.60}), not an image",
+                             expected="a file path, bytes, a PIL image or a numpy array",
+                             fix="drop missing values first (df.dropna()) or pass the image's path"))
+    if size == 0:
+        raise MediaError(_msg(f"{label} is empty (0 bytes)", fix="re-export or re-download the image, or remove it"))
+    limit = Image.MAX_IMAGE_PIXELS * 2 if Image.MAX_IMAGE_PIXELS else None   # Pillow's own error threshold
+    try:
+        with warnings.catch_warnings():
+            # below Pillow's error threshold a large photo is fine (phone cameras reach 108 MP)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                pixels = im.width * im.height
+                if limit and pixels > limit:
+                    raise Image.DecompressionBombError(pixels)
+                im.load()
+                image = ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as exc:
+        n = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _pixels_of(exc)
+        raise MediaError(_msg(
+            f"{label} is too large to decode safely" + (f": {n:,} pixels" if n else ""),
+            expected=f"at most {limit:,} pixels (a guard against 'decompression bomb' files)" if limit else None,
+            fix="shrink the image first, or if you trust the file raise PIL.Image.MAX_IMAGE_PIXELS")) from None
+    except UnidentifiedImageError:
+        head = _read_head(source)
+        looks = " (it looks like a text file)" if head and _is_text(head) else ""
+        raise MediaError(_msg(f"{label} is not an image Pillow can read{looks}",
+                              expected="a JPEG, PNG, GIF, BMP, TIFF or WebP file",
+                              fix="check the file, or remove it from the data")) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(_msg(f"{label} is damaged or cut short ({str(exc).splitlines()[0][:120]})",
+                              fix="re-export or re-download the image, or remove it; errors='skip' predicts the others")) from None
+    return _to_rgb(image)
+
+
+def _pixels_of(exc) -> int | None:
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _read_head(source) -> bytes:
+    if isinstance(source, io.BytesIO):
+        return source.getvalue()[:512]
+    try:
+        with open(source, "rb") as f:
+            return f.read(512)
+    except OSError:
+        return b""
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 32 or c in b"\t\r\n" for c in head)
+
+
+def _from_array(a, where: str):
+    import numpy as np
+    from PIL import Image
+
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] > 4:
+        a = a.transpose(1, 2, 0)            # channels first (torch layout) -> last
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or min(a.shape[:2]) < 1:
+        raise DataError(_msg(f"{_cap(where)} is an array of shape {a.shape}, not an image",
+                             expected="(height, width), (height, width, 3) or (height, width, 4)"))
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise DataError(_msg(f"{_cap(where)} holds NaN or infinite values", fix="clean the array first"))
+        a = np.clip(a * 255 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = (a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8)   # 16-bit -> 8-bit
+    else:
+        raise DataError(_msg(f"{_cap(where)} is an array of {a.dtype}", expected="numbers (uint8 0-255 or float 0-1)"))
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _to_rgb(im):
+    import numpy as np
+    from PIL import Image
+
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):      # 16-bit / 32-bit greyscale: scale to 8 bits
+        a = np.asarray(im)
+        if im.mode == "F":
+            a = np.clip(a * 255 if a.max() <= 1.0 else a, 0, 255)
+        else:
+            a = a / 257.0 if a.max() > 255 else a
+        return Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8)).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info or im.mode in ("PA", "LA", "RGBa", "La"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":                    # transparent parts become white, not black
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im).convert("RGB")
+    return im.convert("RGB")                 # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def thumbnail_html(x, size: int = _THUMB) -> str:
+    """A small inline JPEG (base64) of an image, for the report; an unreadable one says so."""
+    import base64
+    import html
+
+    try:
+        image = decode_image(x, where="image").copy()
+    except (DataError, MediaError):
+        return f"<i>unreadable</i> {html.escape(_describe(x))}"
+    image.thumbnail((size, size))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=80)
+    title = html.escape(str(x) if isinstance(x, (str, os.PathLike)) else _describe(x), quote=True)
+    return (f'<img class="thumb" title="{title}" alt="{title}" '
+            f'src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"/>')
+
+
+def _augment(x):
+    """Light augmentation of one (3, H, W) float image in 0-255: random resized crop, flip, colour jitter.
+
+    Plain torch on torch's RNG, so Trainer's seed makes it reproducible.
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    _, h, w = x.shape
+    area = h * w * float(torch.empty(1).uniform_(0.6, 1.0))
+    ratio = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3))))
+    cw, ch = min(w, round(math.sqrt(area * ratio))), min(h, round(math.sqrt(area / ratio)))
+    top = int(torch.randint(0, h - ch + 1, (1,)))
+    left = int(torch.randint(0, w - cw + 1, (1,)))
+    x = x[:, top:top + ch, left:left + cw]
+    if (ch, cw) != (h, w):
+        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    if float(torch.rand(1)) < 0.5:
+        x = x.flip(-1)
+    b, c, s = (float(v) for v in torch.empty(3).uniform_(0.8, 1.2))
+    x = x * b
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])
+    x = (x - grey.mean()) * c + grey.mean()
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    x = (x - grey) * s + grey
+    return x.clamp_(0, 255)
+
+
+__all__ = ["ImageClassification", "decode_image", "thumbnail_html"]

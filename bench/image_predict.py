@@ -1,0 +1,96 @@
+"""Image prediction throughput: appkit vs a plain torch loop (and transformers.pipeline) on the same model.
+
+The plain loop is what a user writes by hand: PIL open -> the model's own preprocessing
+-> model in inference_mode, batch 32. All sides run the same weights, images and precision;
+rounds are interleaved so a busy shared machine slows every side alike, and the median is kept.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/image_predict.py                 # packaged EfficientNet-Lite0
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/image_predict.py --model <folder or hub id> --images 64
+Target: appkit >= 0.9x the plain loop.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import time
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="catalogue name, folder or hub id (default: efficientnet-lite0)")
+    ap.add_argument("--images", type=int, default=64, help="how many clip-art images")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--no-pipeline", action="store_true")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import appkit
+    from appkit.samples import clipart_products
+
+    paths = list(clipart_products()["image"])[: args.images]
+    clf = appkit.load("image-classification", args.model, precision=args.precision)
+    model, processor = clf.model.eval(), clf.processor
+    bf16 = args.precision == "bfloat16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def plain() -> list[int]:
+        out = []
+        with torch.inference_mode(), autocast():
+            for k in range(0, len(paths), args.batch_size):
+                images = [Image.open(p).convert("RGB") for p in paths[k:k + args.batch_size]]
+                x = torch.from_numpy(np.asarray(processor(images=images, return_tensors="np")["pixel_values"]))
+                out += model(pixel_values=x).logits.softmax(-1).argmax(-1).tolist()
+        return out
+
+    def ours() -> list[int]:
+        res = clf.predict(paths, batch_size=args.batch_size, progress=False)
+        return [clf.labels.index(r["label"]) for r in res]
+
+    sides = {"plain torch loop": plain, "appkit": ours}
+    if not args.no_pipeline:
+        from transformers import pipeline
+
+        pipe = pipeline("image-classification", model=model, image_processor=processor, device="cpu")
+
+        def via_pipeline() -> list[int]:
+            with autocast():
+                res = pipe(paths, batch_size=args.batch_size, top_k=1)
+            return [clf.labels.index(r[0]["label"]) for r in res]
+
+        sides["transformers.pipeline"] = via_pipeline
+
+    preds, times = {}, {name: [] for name in sides}
+    for name, fn in sides.items():   # warm-up (oneDNN picks kernels on the first call)
+        preds[name] = fn()
+    for _ in range(args.rounds):
+        for name, fn in sides.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    agree = {n: float(np.mean(np.array(p) == np.array(preds["plain torch loop"]))) for n, p in preds.items()}
+    rate = {n: len(paths) / statistics.median(t) for n, t in times.items()}
+    print(f"model {clf.meta.get('catalogue') or clf.meta.get('source')}, {len(paths)} images, batch {args.batch_size}, "
+          f"{args.precision}, torch threads {torch.get_num_threads()}, {args.rounds} interleaved rounds (median)")
+    for name in sides:
+        print(f"  {name:24s} {rate[name]:7.1f} images/s   same top-1 as plain loop: {agree[name]:.0%}")
+    print(f"appkit / plain loop: {rate['appkit'] / rate['plain torch loop']:.2f}x (target >= 0.9x)")
+    if "transformers.pipeline" in rate:
+        print(f"appkit / pipeline:   {rate['appkit'] / rate['transformers.pipeline']:.2f}x")
+
+
+if __name__ == "__main__":
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        main()
