@@ -57,6 +57,8 @@ lab: setup
 bench: setup
 	$(PY) bench/text_predict.py
 	$(PY) bench/text_finetune.py
+	$(PY) bench/image_predict.py
+	$(PY) bench/asr.py
 
 clean:
 	rm -rf $(VENV) runs reports models .pytest_cache

@@ -46,12 +46,30 @@ def majority_baseline(y_train: list[str], y_test: list[str]) -> float:
     return float(np.mean([y == top for y in y_test]))
 
 
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+         "seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def _number_words(n: int) -> str:
+    """12 -> 'twelve', 305 -> 'three hundred five': digits and words score alike in WER."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + _number_words(n % 100))
+    return _number_words(n // 1000) + " thousand" + ("" if n % 1000 == 0 else " " + _number_words(n % 1000))
+
+
 def _normalise_text(s: str) -> str:
     import re
 
     s = s.lower().replace("’", "'")
+    s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)                     # 1,000 -> 1000
+    s = re.sub(r"\b\d{1,6}\b", lambda m: " " + _number_words(int(m.group())) + " ", s)
     s = re.sub(r"[^\w\s']", " ", s)
-    return " ".join(s.split())
+    return " ".join(w.strip("'") for w in s.split() if w.strip("'"))
 
 
 def wer_cer(refs: list[str], hyps: list[str], *, normalise: bool = True) -> dict:

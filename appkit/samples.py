@@ -45,3 +45,13 @@ def drug_reviews(split: str | None = None) -> pd.DataFrame:
                 "useful_count": raw["usefulCount"], "split": part,
             }))
     return pd.concat(parts, ignore_index=True)
+
+
+# --- image
+from ._samples_image import bad_images, build_clipart_products, clipart_products  # noqa: E402,F401
+
+
+# --- speech
+from ._samples_speech import (  # noqa: E402,F401
+    asterisk_prompts, drug_name_sentences, drug_name_speech, librivox_clips, synthesize_speech,
+)

@@ -85,3 +85,139 @@ def tiny_text_case(tmp_path) -> TinyCase:
 def _run_in_tmp(tmp_path, monkeypatch):
     """Checkpoints and reports default to ./runs: keep them out of the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+# --- image
+TINY_LITE_BLOCKS = [
+    {"repeats": 1, "kernel_size": 3, "stride": 1, "expand_ratio": 1, "in_channels": 8, "out_channels": 8},
+    {"repeats": 1, "kernel_size": 3, "stride": 2, "expand_ratio": 2, "in_channels": 8, "out_channels": 16},
+]
+
+
+def make_tiny_lite_folder(path, labels=("red", "blue")) -> str:
+    """A random EfficientNet-Lite classifier (2 blocks, 32 features) on 32x32 crops, saved like a fine-tuned model."""
+    import torch
+
+    from appkit.backbones.efficientnet_lite import EfficientNetLiteConfig, EfficientNetLiteForImageClassification
+    from appkit.tasks.image_classification import _lite_processor
+
+    torch.manual_seed(0)
+    cfg = EfficientNetLiteConfig(stem_channels=8, blocks=TINY_LITE_BLOCKS, head_channels=32, image_size=32,
+                                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    model = EfficientNetLiteForImageClassification(cfg)
+    model.config.architectures = ["EfficientNetLiteForImageClassification"]
+    model.save_pretrained(path)
+    proc = _lite_processor()
+    proc.size, proc.crop_size = {"shortest_edge": 40}, {"height": 32, "width": 32}
+    proc.save_pretrained(path)
+    return str(path)
+
+
+def make_colour_images(folder, n: int = 12, size: int = 48) -> pd.DataFrame:
+    """n small JPEGs, alternately reddish and bluish with noise: `image` (path), `label`."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        label = "red" if i % 2 == 0 else "blue"
+        base = np.array([200, 40, 40] if label == "red" else [40, 40, 200], dtype=float)
+        px = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"{label}_{i}.jpg"
+        Image.fromarray(px).save(path, quality=90)
+        rows.append({"image": str(path), "label": label})
+    return pd.DataFrame(rows)
+
+
+def tiny_image(tmp_path) -> TinyCase:
+    import appkit
+
+    clf = appkit.load("image-classification", make_tiny_lite_folder(tmp_path / "tiny-lite"))
+    train = make_colour_images(tmp_path / "images")
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_text("This is a text file with a .jpg name.\n")
+    return TinyCase(task=clf, train=train, inputs=list(train["image"][:3]), bad_input=str(bad),
+                    bad_match="not an image", result_keys={"label", "score", "scores"},
+                    metric_keys={"accuracy", "macro_f1"}, input_column="image")
+
+
+TINY["image-classification"] = tiny_image
+
+
+# --- speech
+TINY_SPEECH_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
+                        "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+SPEECH_WORDS = "yes no stop go left right up down".split()
+
+
+def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8) -> str:
+    """A random English-only Whisper (d_model 32, 2+2 layers, byte-level vocabulary of ~270) reading 2 s windows."""
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from appkit.backbones import whisper_ct2
+
+    path.mkdir(parents=True, exist_ok=True)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    raw = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in TINY_SPEECH_SPECIALS])
+    raw.save(str(path / "tokenizer.json"))
+    ids = {s: len(alphabet) + i for i, s in enumerate(TINY_SPEECH_SPECIALS)}
+    vocab = len(alphabet) + len(TINY_SPEECH_SPECIALS) + 4           # + 4 timestamp tokens
+    frames = window_s * 100                                          # 10 ms hop
+    cfg = WhisperConfig(vocab_size=vocab, num_mel_bins=n_mels, d_model=32, encoder_layers=2, decoder_layers=2,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        max_source_positions=frames // 2, max_target_positions=32,
+                        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
+                        pad_token_id=ids["<|endoftext|>"], decoder_start_token_id=ids["<|startoftranscript|>"],
+                        suppress_tokens=[], begin_suppress_tokens=[ids["<|endoftext|>"]])
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():   # spread the logits so greedy decoding has no near-ties (stable across batch sizes)
+        model.proj_out.weight.mul_(20.0)
+    model.generation_config = whisper_ct2._generation_config(cfg, ids, {}, multilingual=False)
+    model.generation_config.max_length = 12
+    model.save_pretrained(path)
+    whisper_ct2._tokenizer(path / "tokenizer.json", ids, vocab).save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=window_s,
+                            n_fft=400).save_pretrained(path)
+    return str(path)
+
+
+def make_tones(folder, n: int = 8, *, seconds: float = 1.2, sr: int = 16000) -> pd.DataFrame:
+    """n short wavs of noisy tones (a different pitch per word): `audio` (path), `text`, `speaker`, `synthetic`."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        word = SPEECH_WORDS[i % len(SPEECH_WORDS)]
+        t = np.arange(int(seconds * sr)) / sr
+        x = 0.3 * np.sin(2 * np.pi * (200 + 60 * (i % len(SPEECH_WORDS))) * t) + 0.02 * rng.standard_normal(len(t))
+        path = folder / f"{word}_{i}.wav"
+        sf.write(path, x.astype("float32"), sr)
+        rows.append({"audio": str(path), "text": f"{word} {SPEECH_WORDS[(i + 1) % len(SPEECH_WORDS)]}",
+                     "speaker": f"s{i % 2}", "synthetic": True})
+    return pd.DataFrame(rows)
+
+
+def tiny_speech(tmp_path) -> TinyCase:
+    import appkit
+
+    asr = appkit.load("speech-recognition", make_tiny_whisper_folder(tmp_path / "tiny-whisper"))
+    train = make_tones(tmp_path / "clips")
+    bad = tmp_path / "not_audio.wav"
+    bad.write_text("This is a text file with a .wav name.\n")
+    return TinyCase(task=asr, train=train, inputs=list(train["audio"][:3]), bad_input=str(bad),
+                    bad_match="not an audio file", result_keys={"text"}, metric_keys={"wer", "cer"},
+                    input_column="audio")
+
+
+TINY["speech-recognition"] = tiny_speech

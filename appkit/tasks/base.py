@@ -60,6 +60,12 @@ def _bf16_ok(device: str) -> bool:
         return False
 
 
+class Pieces(list):
+    """What ``_preprocess`` returns when one input becomes several model units (a long recording ->
+    30 s windows). Each piece is sorted and batched like any unit; ``_merge(results, pieces, **options)``
+    then joins the pieces' results into the input's one result (in piece order)."""
+
+
 class Task:
     task: ClassVar[str] = ""
     input_column: ClassVar[str] = "text"
@@ -222,18 +228,25 @@ class Task:
         import torch
         from tqdm.auto import tqdm
 
-        units, bad = [], []
+        units, bad, split = [], [], {}
         for i, item in enumerate(items):
             try:
-                units.append((i, self._preprocess(item, where=f"{where} {i}", **options)))
+                unit = self._preprocess(item, where=f"{where} {i}", **options)
             except AppkitError as exc:
                 if errors == "raise":
                     raise
                 bad.append((i, str(exc)))
+                continue
+            if isinstance(unit, Pieces):
+                split[i] = unit
+                units.extend(((i, k), piece) for k, piece in enumerate(unit))
+            else:
+                units.append((i, unit))
         batch_size = batch_size or self.default_batch_size
         # longest first: similar lengths share a batch (little padding) and memory peaks at once
         units.sort(key=lambda u: -self._length(u[1]))
         results: list = [None] * len(items)
+        parts: dict = {}   # (item, piece) -> result, for inputs split into Pieces
         batches = [units[k:k + batch_size] for k in range(0, len(units), batch_size)]
         show = progress if progress is not None else len(batches) > 3
         self.model.eval()
@@ -242,13 +255,21 @@ class Task:
                 prepared = [u for _, u in batch]
                 raw = self._forward(self._to_device(self._collate(prepared)), **options)
                 for (i, _), res in zip(batch, self._postprocess(raw, prepared, **options)):
-                    results[i] = res
+                    if isinstance(i, tuple):
+                        parts[i] = res
+                    else:
+                        results[i] = res
+        for i, pieces in split.items():
+            results[i] = self._merge([parts[(i, k)] for k in range(len(pieces))], pieces, **options)
         self.skipped = bad
         if bad:
             listed = "; ".join(f"{where} {i}: {msg}" for i, msg in bad[:5])
             warnings.warn(f"Skipped {len(bad)} of {len(items)} inputs (their result is None; see .skipped): {listed}"
                           + (" ..." if len(bad) > 5 else ""), UserWarning, stacklevel=3)
         return results
+
+    def _merge(self, results: list, pieces: Pieces, **options):
+        raise NotImplementedError(f"{type(self).__name__} split an input into Pieces but has no _merge")
 
     def _to_device(self, batch):
         if hasattr(batch, "to"):
@@ -373,7 +394,8 @@ class Task:
 
     def __repr__(self) -> str:
         name = self.meta.get("catalogue") or self.meta.get("source") or type(self.model).__name__
-        labels = f", labels={self.labels}" if self.labels else ""
+        shown = self.labels[:8] + (["..."] if len(self.labels or []) > 8 else []) if self.labels else None
+        labels = f", {len(self.labels)} labels {shown}" if self.labels else ""
         return f"<appkit {self.task}: {name}{labels}, device={self.device}>"
 
 

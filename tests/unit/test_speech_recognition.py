@@ -1,0 +1,262 @@
+"""Speech recognition on a tiny random Whisper built in the test (2 s windows, d_model 32): seconds, no outside files."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import appkit
+from appkit import media
+from appkit.errors import AppkitError, MediaError, ModelError
+from appkit.metrics import wer_cer
+from appkit.tasks.base import Pieces
+from appkit.tasks.speech_recognition import _stitch, word_diff_html
+
+from ..conftest import make_tiny_whisper_folder, make_tones
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return make_tiny_whisper_folder(tmp_path_factory.mktemp("tiny") / "whisper")
+
+
+@pytest.fixture
+def asr(tiny_folder):
+    return appkit.load("speech-recognition", tiny_folder)
+
+
+@pytest.fixture
+def clips(tmp_path):
+    return make_tones(tmp_path / "clips")
+
+
+def _tone(seconds=1.0, sr=16000, f=300.0):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * f * t)).astype("float32")
+
+
+# ------------------------------------------------------------------ audio in
+def test_every_audio_form_gives_the_same_transcript(asr, clips):
+    path = clips.audio[0]
+    x, sr = sf.read(path, dtype="float32")
+    raw = open(path, "rb").read()
+    want = asr.predict(path)["text"]
+    got = asr.predict([raw, (x, sr), {"array": x, "sampling_rate": sr}, {"path": path, "bytes": None}])
+    assert [g["text"] for g in got] == [want] * 4
+
+
+def test_stereo_int16_44k_becomes_mono_float_16k():
+    x = _tone(1.0, 44100)
+    stereo = (np.stack([x, x], axis=1) * 32767).astype(np.int16)
+    audio = media.open_audio((stereo, 44100), where="input 0")
+    y = audio.read()
+    assert y.dtype == np.float32 and y.ndim == 1 and abs(len(y) - 16000) <= 1
+    ref = media.resample(x, 44100)
+    assert np.abs(y - ref).max() < 1e-3
+    chans_first = media.open_audio((stereo.T.copy(), 44100), where="input 0").read()
+    assert np.allclose(chans_first, y)
+
+
+def test_8bit_and_8khz_files_are_read(tmp_path, asr):
+    low = tmp_path / "phone.wav"
+    sf.write(low, _tone(1.0, 8000), 8000, subtype="PCM_U8")
+    x = media.load_audio(str(low), where="input 0")
+    assert abs(len(x) - 16000) <= 1 and np.abs(x).max() > 0.2
+    assert isinstance(asr.predict(str(low))["text"], str)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.write_bytes(b""), re.escape("empty file (0 bytes)")),
+    (lambda p: p.write_text("not audio at all"), "not an audio file"),
+    (lambda p: sf.write(p, np.zeros(16000, "float32"), 16000), "is silent"),
+    (lambda p: sf.write(p, np.full(16000, np.nan, "float32"), 16000, subtype="FLOAT"), "NaN"),
+])
+def test_bad_files_raise_media_error_naming_the_file(tmp_path, asr, make, match):
+    path = tmp_path / "broken.wav"
+    make(path)
+    with pytest.raises(MediaError, match=match) as err:
+        asr.predict(str(path))
+    assert "broken.wav" in str(err.value) and "input 0" in str(err.value).lower()
+
+
+def test_a_bare_array_asks_for_its_rate(asr):
+    with pytest.raises(MediaError, match=re.escape("(array, sampling_rate)")):
+        asr.predict(_tone())
+    with pytest.raises(MediaError, match="NaN"):
+        asr.predict((np.array([0.1, np.nan] * 8000, dtype="float32"), 16000))
+    with pytest.raises(MediaError, match="does not exist"):
+        asr.predict("no/such/file.wav")
+
+
+def test_english_only_model_refuses_language_and_translate(asr, clips):
+    with pytest.raises(ModelError, match="English-only.*whisper-base"):
+        asr.predict(clips.audio[0], language="de")
+    with pytest.raises(ModelError, match="translate"):
+        asr.predict(clips.audio[0], task="translate")
+    with pytest.raises(AppkitError, match="Available"):
+        asr.predict(clips.audio[0], chunking="smart")
+
+
+# ------------------------------------------------------------------ long recordings
+def _long_recording(path, seconds=9.0, sr=22050):
+    """Tone bursts of 1.2 s with 0.6 s of near-silence between them, at 22.05 kHz stereo."""
+    rng = np.random.default_rng(1)
+    x = 0.001 * rng.standard_normal(int(seconds * sr)).astype("float32")
+    t = 0.3
+    while t + 1.2 < seconds:
+        a = int(t * sr)
+        x[a:a + int(1.2 * sr)] += _tone(1.2, sr, 250 + 100 * (t % 3))
+        t += 1.8
+    sf.write(path, np.stack([x, x], 1), sr)
+    return x
+
+
+def test_long_recording_is_split_batched_and_stitched(tmp_path, asr, monkeypatch):
+    monkeypatch.setattr(media, "_silero", lambda: None)   # silero rightly hears no speech in tones: use the energy detector
+    path = tmp_path / "meeting.wav"
+    _long_recording(path)
+    unit = asr._preprocess(str(path), where="input 0")
+    assert isinstance(unit, Pieces) and len(unit) >= 3
+    assert all(c.end - c.start <= asr.window_s + 1e-6 for c in unit)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(unit, unit[1:]))   # windows never overlap (vad)
+    out = asr.predict(str(path), return_timestamps=True)
+    assert set(out) == {"text", "chunks"} and isinstance(out["text"], str)
+    starts = [c["start"] for c in out["chunks"]]
+    assert starts == sorted(starts) and all(0 <= c["start"] <= c["end"] <= 9.0 for c in out["chunks"])
+    both = asr.predict([str(path), str(path)], batch_size=3)
+    assert both[0]["text"] == both[1]["text"] == asr.predict(str(path))["text"]
+    fixed = asr._preprocess(str(path), where="input 0", chunking="fixed")
+    assert len(fixed) >= 5 and fixed[0].end > fixed[1].start          # fixed windows overlap
+    assert isinstance(asr.predict(str(path), chunking="fixed")["text"], str)
+
+
+def test_long_file_is_read_in_blocks_not_whole(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, np.tile(_tone(1.0, 16000), 150), 16000)       # 150 s
+    audio = media.open_audio(str(path), where="input 0")
+    assert audio.data is None and audio.duration == pytest.approx(150)
+    sizes = [len(x) for _, x in audio.blocks()]
+    assert max(sizes) <= 60 * 16000 and sum(sizes) == 150 * 16000
+    assert len(audio.read(10, 12)) == 32000
+
+
+def test_speech_windows_cut_in_pauses_and_respect_the_limit():
+    fs = 512 / 16000
+    probs = np.zeros(int(100 / fs), "float32")
+    for s, e in [(1, 5), (6, 12), (20, 70), (80, 82)]:            # 50 s of talk without a pause at 20-70 s
+        probs[int(s / fs):int(e / fs)] = 0.9
+    probs[int(45 / fs):int(45.3 / fs)] = 0.4                       # a breath: quieter, not silence
+    windows = media.speech_windows(probs, 100.0, max_s=30)
+    assert all(e - s <= 30 + 1e-6 for s, e in windows)
+    assert windows[0][0] < 1 and windows[0][1] > 12                # short utterances are packed together
+    covered = lambda t: any(s <= t <= e for s, e in windows)  # noqa: E731
+    assert all(covered(t) for t in (1.5, 11, 21, 45, 69, 81))
+    assert not covered(16) and not covered(90)
+
+
+def test_stitch_joins_overlapping_windows_once():
+    a = "the quick brown fox jumps over the lazy".split()
+    b = "over the lazy dog and runs".split()
+    assert _stitch(a, b) == "the quick brown fox jumps over the lazy dog and runs".split()
+    assert _stitch(["hello"], ["world"]) == ["hello", "world"]
+
+
+def test_vad_port_finds_speech_in_tones_not_in_noise():
+    if media._vad_weights_path() is None:
+        pytest.skip("silero-vad is not installed")
+    rng = np.random.default_rng(0)
+    noise = 0.001 * rng.standard_normal(16000 * 4).astype("float32")
+    p = media.speech_probabilities([noise])
+    assert len(p) == 16000 * 4 // 512 and p.max() < 0.5
+    assert media.speech_windows(p, 4.0) == []        # no speech: nothing to transcribe, and no hallucination
+
+
+# ------------------------------------------------------------------ fine-tune, save, resume
+def test_head_fine_tune_trains_only_the_decoder_and_lowers_loss(asr, clips, tmp_path):
+    enc = {k: v.clone() for k, v in asr.model.model.encoder.state_dict().items()}
+    dec = asr.model.model.decoder.layers[0].fc1.weight.detach().clone()
+    run = asr.fine_tune(clips, epochs=4, learning_rate=3e-3, batch_size=4, output_dir=tmp_path / "run", progress=False)
+    assert run.strategy == "head"
+    assert all(np.allclose(v, asr.model.model.encoder.state_dict()[k]) for k, v in enc.items())
+    assert not np.allclose(dec, asr.model.model.decoder.layers[0].fc1.weight.detach())
+    losses = run.history["train_loss"].dropna()
+    assert losses.iloc[-1] < losses.iloc[0]
+    assert list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_full_fine_tune_resumes_from_its_checkpoint(asr, clips, tmp_path):
+    out = tmp_path / "run"
+    asr.fine_tune(clips, epochs=1, strategy="full", batch_size=4, output_dir=out, progress=False)
+    run = asr.fine_tune(clips, epochs=2, strategy="full", batch_size=4, output_dir=out, resume=True, progress=False)
+    assert run.resumed_from_step == 2
+
+
+def test_training_clip_longer_than_the_window_is_refused(asr, clips, tmp_path):
+    long = tmp_path / "long.wav"
+    sf.write(long, _tone(3.0), 16000)
+    bad = pd.concat([clips, pd.DataFrame([{"audio": str(long), "text": "yes"}])], ignore_index=True)
+    with pytest.raises(MediaError, match=r"(?i)row 8 of the training data.*at most 2 s"):
+        asr.fine_tune(bad, epochs=1, progress=False)
+    with pytest.raises(AppkitError, match="empty text"):
+        asr.fine_tune(clips.assign(text=[""] + list(clips.text[1:])), epochs=1, progress=False)
+
+
+def test_folder_with_transcripts_table_or_txt_files(asr, clips, tmp_path):
+    folder = tmp_path / "clips"                      # make_tones wrote the wavs here
+    pd.DataFrame({"file_name": [p.split("/")[-1] for p in clips.audio], "transcript": clips.text}).to_csv(
+        folder / "metadata.csv", index=False)
+    df = asr._read(folder, columns=None, where="training data")
+    assert list(df.text) == list(clips.text) and all(p.startswith(str(folder)) for p in df.audio)
+    side = tmp_path / "side"
+    side.mkdir()
+    for p, t in zip(clips.audio[:2], clips.text[:2]):
+        target = side / p.split("/")[-1]
+        target.write_bytes(open(p, "rb").read())
+        target.with_suffix(".txt").write_text(t)
+    assert len(asr._read(side, columns=None, where="training data")) == 2
+
+
+def test_save_and_load_keep_the_transcripts(asr, clips, tmp_path):
+    before = asr.predict(list(clips.audio[:3]))
+    folder = asr.save(tmp_path / "saved")
+    meta = json.loads((folder / "appkit.json").read_text())
+    assert meta["task"] == "speech-recognition" and meta["kind"] == "whisper"
+    names = {p.name for p in folder.iterdir()}
+    assert {"generation_config.json", "tokenizer.json"} <= names and names & {"processor_config.json", "preprocessor_config.json"}
+    again = appkit.load("speech-recognition", folder).predict(list(clips.audio[:3]))
+    assert [a["text"] for a in again] == [b["text"] for b in before]
+
+
+def test_float32_and_bfloat16_paths_both_run(tiny_folder, clips):
+    a = appkit.load("speech-recognition", tiny_folder, precision="float32")
+    assert a._fast_model() is a.model
+    b = appkit.load("speech-recognition", tiny_folder, precision="bfloat16")
+    import torch
+
+    fast = b._fast_model()
+    assert fast.dtype == torch.bfloat16 and b.model.dtype == torch.float32 and b._fast_model() is fast
+    with torch.no_grad():                     # the user changes the weights in place: the copy is remade
+        b.model.proj_out.weight.mul_(1.0)
+    assert b._fast_model() is not fast
+    assert isinstance(b.predict(clips.audio[0])["text"], str)
+
+
+# ------------------------------------------------------------------ evaluation and report
+def test_report_has_wer_per_slice_and_highlighted_differences(asr, clips, tmp_path):
+    report = asr.evaluate(clips, slice_by="speaker")
+    assert {"wer", "cer", "sentence_error_rate"} <= set(report.metrics)
+    assert set(report.slices["value"]) == {"s0", "s1"} and "wer" in report.slices
+    html = report._repr_html_()
+    assert "<del>" in html or "<ins>" in html
+    assert "[synthetic]" in html and "synthetic (TTS)" in html
+    assert report.to_html(tmp_path / "r.html", examples=False).read_text().count("<del>") == 0
+
+
+def test_word_diff_and_number_normalisation():
+    assert word_diff_html("take the omeprazole daily", "take the o maze all daily") == \
+        "take the <del>omeprazole</del> <ins>o maze all</ins> daily"
+    assert wer_cer(["I have twelve cats"], ["I have 12 cats."])["wer"] == 0.0
