@@ -140,7 +140,7 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     weights = task._class_weights(train_y) if cfg.class_weights == "auto" else None
     if cfg.class_weights not in ("auto", None):
         raise unknown_name("class_weights", cfg.class_weights, ["auto", None])
-    out_dir = Path(cfg.output_dir or Path("runs") / f"{task.task}-{strategy}-{fingerprint(train_df)}")
+    out_dir = Path(cfg.output_dir or Path("runs") / f"{task.task}-{strategy}-{data_fingerprint(task, train_df)}")
     if strategy == "head":
         model = _HeadModel(task._head())
         train_ds = _PairDataset(_cached_features(task, train_units, train_df, out_dir, "train"), train_y)
@@ -179,12 +179,19 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
         metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()
                    if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))}
     task.meta["training"] = {"strategy": strategy, "epochs": cfg.epochs, "learning_rate": lr, "batch_size": bs,
-                             "seed": cfg.seed, "data_fingerprint": fingerprint(train_df), "rows": len(train_df),
+                             "seed": cfg.seed, "data_fingerprint": data_fingerprint(task, train_df), "rows": len(train_df),
                              "eval_metrics": metrics, "seconds": round(seconds, 1)}
     return TrainingRun(history=history, strategy=strategy, metrics=metrics, output_dir=out_dir, seconds=seconds,
                        interrupted=interrupted, params={"learning_rate": lr, "batch_size": bs, "epochs": cfg.epochs,
                                                         "weight_decay": cfg.weight_decay},
                        resumed_from_step=int(Path(resume_from).name.split("-")[-1]) if resume_from else None)
+
+
+def data_fingerprint(task, df: pd.DataFrame) -> str:
+    """Content fingerprint of a data frame, with inputs identified by the task (in-memory images and audio
+    by a hash of their content, not by how they print)."""
+    keys = [task._dedup_key(x) for x in df[task.input_column]]
+    return fingerprint(df.drop(columns=[task.input_column]).assign(_input=keys))
 
 
 def _preprocess_all(task, df: pd.DataFrame, where: str) -> list:
@@ -239,7 +246,7 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
     import hashlib
 
     model_key = hashlib.sha256(task._model_key().encode()).hexdigest()[:12]
-    key = f"{model_key}-{fingerprint(df[[task.input_column]])}"
+    key = f"{model_key}-{data_fingerprint(task, df[[task.input_column]])}"
     if key in task._feature_cache:
         return task._feature_cache[key]
     path = out_dir / f"features-{split}-{key}.safetensors"

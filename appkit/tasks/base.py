@@ -49,6 +49,35 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def content_key(x) -> str:
+    """A path or text as itself; an in-memory item (array, bytes, PIL image, (array, rate), dict) as a
+    hash of its content, since printing such objects elides it and two different ones could collide."""
+    import hashlib
+
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    h = hashlib.blake2b(digest_size=12)
+
+    def feed(v) -> None:
+        if isinstance(v, (bytes, bytearray)):
+            h.update(bytes(v))
+        elif isinstance(v, dict):
+            for k in sorted(v, key=str):
+                h.update(str(k).encode())
+                feed(v[k])
+        elif isinstance(v, (list, tuple)):
+            for e in v:
+                feed(e)
+        elif hasattr(v, "tobytes"):   # numpy arrays, PIL images
+            h.update(f"{getattr(v, 'dtype', getattr(v, 'mode', ''))}{getattr(v, 'shape', getattr(v, 'size', ''))}".encode())
+            h.update(v.tobytes())
+        else:
+            h.update(repr(v).encode())
+
+    feed(x)
+    return f"<content {h.hexdigest()}>"
+
+
 def _bf16_ok(device: str) -> bool:
     import torch
 
@@ -279,6 +308,10 @@ class Task:
     def _length(self, unit) -> int:
         return 0
 
+    def _dedup_key(self, x) -> str:
+        """What identifies an input: duplicate checks and the feature-cache fingerprint use it."""
+        return content_key(x)
+
     def _model_key(self) -> str:
         """Identifies the weights that compute cached features, so a changed model never reuses stale ones."""
         import hashlib
@@ -463,9 +496,6 @@ class ClassificationTask(Task):
             warn_shared_duplicates(list(map(self._dedup_key, train_df[self.input_column])),
                                    list(map(self._dedup_key, eval_df[self.input_column])), what="examples")
         return [index[v] for v in y], eval_y
-
-    def _dedup_key(self, x) -> str:
-        return str(x)
 
     def _class_weights(self, targets: list[int]):
         import numpy as np

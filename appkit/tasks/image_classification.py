@@ -108,7 +108,7 @@ class ImageClassification(ClassificationTask):
 
         if isinstance(inputs, np.ndarray):
             return inputs.ndim in (2, 3)      # (N, H, W, C) is a batch
-        return isinstance(inputs, (str, bytes, bytearray, os.PathLike, Image.Image, _InMemoryImage)) or (
+        return isinstance(inputs, (str, bytes, bytearray, os.PathLike, Image.Image)) or (
             isinstance(inputs, dict) and ("bytes" in inputs or "path" in inputs))
 
     def _preprocess(self, item, *, where: str, **_):
@@ -166,15 +166,6 @@ class ImageClassification(ClassificationTask):
         return _content_hash(x)
 
     # ------------------------------------------------------------------ data
-    def _read(self, data, *, columns, where, need_target=True) -> pd.DataFrame:
-        df = super()._read(data, columns=columns, where=where, need_target=need_target)
-        # in-memory images print without their content; the wrapper prints a content hash, so the
-        # feature cache (keyed on the printed data) never mixes two different pictures
-        col = df[self.input_column]
-        if any(_in_memory(x) for x in col):
-            df[self.input_column] = [_InMemoryImage(x) if _in_memory(x) else x for x in col]
-        return df
-
     def _read_folder(self, path: Path, *, where: str) -> pd.DataFrame:
         """Sub-folders are the labels; every image file below one is an example of that label."""
         rows, other = [], []
@@ -356,35 +347,10 @@ def _lite_processor():
     return BitImageProcessorPil(**settings)   # pixel-identical to the Lite preprocessor; saves as a standard file
 
 
-class _InMemoryImage:
-    """A PIL image / array / bytes / datasets image dict held in a DataFrame, printed as its content hash."""
-
-    __slots__ = ("value", "key")
-
-    def __init__(self, value):
-        self.value = value
-        self.key = _content_hash(value)
-
-    def __str__(self) -> str:
-        return f"<image {self.key}>"
-
-    __repr__ = __str__
-
-
-def _in_memory(x) -> bool:
-    import numpy as np
-    from PIL import Image
-
-    # bytes too: pandas cannot turn arbitrary bytes into text for the fingerprint
-    return isinstance(x, (Image.Image, np.ndarray, bytes, bytearray)) or (isinstance(x, dict) and "bytes" in x)
-
-
 def _content_hash(x) -> str:
     import numpy as np
     from PIL import Image
 
-    if isinstance(x, _InMemoryImage):
-        return x.key
     h = hashlib.blake2b(digest_size=12)
     if isinstance(x, dict):
         x = x.get("bytes") or x.get("path")
@@ -421,8 +387,6 @@ def decode_image(item, *, where: str):
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if isinstance(item, _InMemoryImage):
-        item = item.value
     if isinstance(item, dict) and ("bytes" in item or "path" in item):   # datasets' Image feature
         item = item.get("bytes") or item.get("path")
     if isinstance(item, Image.Image):

@@ -197,14 +197,16 @@ def test_same_picture_in_train_and_eval_is_flagged(clf, images, tmp_path):
 
 
 def test_in_memory_images_are_fingerprinted_by_content(clf):
-    from appkit.data import fingerprint
+    from appkit.training import data_fingerprint
 
     a = np.zeros((40, 40, 3), np.uint8)
     b = a.copy()
     b[20, 20] = 255     # same corners: numpy prints both arrays identically
-    fa = fingerprint(clf._read([{"image": a, "label": "x"}], columns=None, where="d")[["image"]])
-    fb = fingerprint(clf._read([{"image": b, "label": "x"}], columns=None, where="d")[["image"]])
+    fa = data_fingerprint(clf, clf._read([{"image": a, "label": "x"}], columns=None, where="d"))
+    fb = data_fingerprint(clf, clf._read([{"image": b, "label": "x"}], columns=None, where="d"))
     assert fa != fb
+    raw = data_fingerprint(clf, clf._read([{"image": b"\xff\xd8 not text", "label": "x"}], columns=None, where="d"))
+    assert len(raw) == 16   # bytes fingerprint without being decoded as text
 
 
 def test_datasets_dataset_with_image_feature(clf, images):
