@@ -497,6 +497,16 @@ class ClassificationTask(Task):
                                    list(map(self._dedup_key, eval_df[self.input_column])), what="examples")
         return [index[v] for v in y], eval_y
 
+    def _set_config_labels(self, labels: list[str]) -> None:
+        """The model config carries the labels, so a saved folder names them for transformers.pipeline too."""
+        self.model.config.id2label = dict(enumerate(labels))
+        self.model.config.label2id = {lab: i for i, lab in enumerate(labels)}
+
+    def _after_fit(self, run) -> None:
+        if len(run.history) and run.history["step"].max() > 0:
+            self.mode = "trained"
+        self._set_config_labels(self.labels)
+
     def _class_weights(self, targets: list[int]):
         import numpy as np
 

@@ -267,16 +267,8 @@ class ImageClassification(ClassificationTask):
                 setattr(head.get_submodule(parent_path) if parent_path else head, attr, new)
             else:
                 setattr(self.model, name, new)
-            cfg = self.model.config
-            cfg.id2label = dict(enumerate(labels))
-            cfg.label2id = {lab: i for i, lab in enumerate(labels)}
+            self._set_config_labels(labels)
         self.mode = "untrained"
-
-    def _after_fit(self, run) -> None:
-        if len(run.history) and run.history["step"].max() > 0:
-            self.mode = "trained"
-        self.model.config.id2label = dict(enumerate(self.labels))
-        self.model.config.label2id = {lab: i for i, lab in enumerate(self.labels)}
 
     def _feature_state(self) -> dict:
         skip = self._classifier_name() + "."

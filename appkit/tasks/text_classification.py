@@ -152,8 +152,7 @@ class TextClassification(ClassificationTask):
 
         cfg = self.model.config
         cfg.num_labels = len(labels)
-        cfg.id2label = dict(enumerate(labels))
-        cfg.label2id = {lab: i for i, lab in enumerate(labels)}
+        self._set_config_labels(labels)
         old = _classifier_linear(self.model)
         new = torch.nn.Linear(old.in_features, len(labels)).to(old.weight.device)
         cfg_std = getattr(cfg, "initializer_range", 0.02)
@@ -161,12 +160,6 @@ class TextClassification(ClassificationTask):
         torch.nn.init.zeros_(new.bias)
         _set_classifier_linear(self.model, new)
         self._label_emb = None
-
-    def _after_fit(self, run) -> None:
-        if len(run.history) and run.history["step"].max() > 0:
-            self.mode = "trained"
-        self.model.config.id2label = dict(enumerate(self.labels))
-        self.model.config.label2id = {lab: i for i, lab in enumerate(self.labels)}
 
     def _model_key(self) -> str:
         return f"{super()._model_key()}-{self.max_length}"
