@@ -4,8 +4,9 @@ Same converted Whisper folder (packaged tiny.en by default), same real audio: th
 LibriVox clips plus Asterisk prompts until --minutes of speech (default 5). Both sides
 get the decoded arrays (the pipeline needs ffmpeg for paths), so decoding is not timed.
 transformers 5's pipeline decodes with beam search (5 beams) by default, so each decoding is
-compared with its twin. Runs are interleaved because the machine is
-shared: trust the ratio more than the seconds.
+compared with its twin, and appkit's default (greedy, short clips packed into shared 30 s
+windows) with both. Runs are interleaved because the machine may be shared: trust the ratio
+more than the seconds.
 
     .venv/bin/python bench/asr.py [--model whisper-tiny.en] [--minutes 5] [--rounds 2] [--long]
 
@@ -76,9 +77,10 @@ def main() -> None:
     # Compare each decoding with its twin, and appkit's default with the pipeline's default.
     configs = {
         "pipeline defaults (beam 5)": lambda: run_pipeline(),
-        "appkit num_beams=5": lambda: run_appkit(num_beams=5),
+        "appkit num_beams=5, pack=False": lambda: run_appkit(num_beams=5, pack=False),
         "pipeline greedy (num_beams=1)": lambda: run_pipeline(num_beams=1),
-        "appkit default (greedy)": lambda: run_appkit(),
+        "appkit greedy, pack=False": lambda: run_appkit(pack=False),
+        "appkit default (greedy, packed)": lambda: run_appkit(),
     }
     asr.predict([(x, sr) for x, sr in arrays[:8]], progress=False)   # warm-up: the bf16 copy, oneDNN kernels
     pipe({"raw": arrays[0][0].copy(), "sampling_rate": arrays[0][1]})
@@ -96,8 +98,12 @@ def main() -> None:
         rows[name] = (sec, wer_cer(refs, hyps[name])["wer"])
         print(f"{name:<34}{sec:>9.1f}{sec / audio_s:>8.3f}{rows[name][1]:>8.3f}")
     print(f"runs (s): { {k: [round(t, 1) for t in v] for k, v in times.items()} }")
-    for a, b in (("appkit num_beams=5", "pipeline defaults (beam 5)"), ("appkit default (greedy)", "pipeline greedy (num_beams=1)"),
-                 ("appkit default (greedy)", "pipeline defaults (beam 5)")):
+    print(f"appkit default packed {asr.packing['clips']} short clips into {asr.packing['windows']} windows; "
+          f"{asr.packing['retried']} clips were transcribed again alone (their split was in doubt)")
+    for a, b in (("appkit num_beams=5, pack=False", "pipeline defaults (beam 5)"),
+                 ("appkit greedy, pack=False", "pipeline greedy (num_beams=1)"),
+                 ("appkit default (greedy, packed)", "pipeline greedy (num_beams=1)"),
+                 ("appkit default (greedy, packed)", "pipeline defaults (beam 5)")):
         print(f"{a} vs {b}: {rows[b][0] / rows[a][0]:.2f}x faster, WER {rows[a][1]:.3f} vs {rows[b][1]:.3f}")
 
     if args.long:

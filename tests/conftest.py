@@ -189,6 +189,32 @@ def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8) -> str
     return str(path)
 
 
+def make_tiny_ctc_folder(path) -> str:
+    """A random wav2vec2 CTC model (hidden 32, 2 layers) with a letter vocabulary, as a hub folder would hold it."""
+    import json
+
+    import torch
+    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                              Wav2Vec2Processor)
+
+    path.mkdir(parents=True, exist_ok=True)
+    letters = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate(letters)}}
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    tok = Wav2Vec2CTCTokenizer(str(path / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|")
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                  return_attention_mask=True)
+    cfg = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 8),
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
+                         do_stable_layer_norm=True, pad_token_id=0, ctc_loss_reduction="mean", ctc_zero_infinity=True,
+                         mask_time_prob=0.0, architectures=["Wav2Vec2ForCTC"])
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(cfg).save_pretrained(path)
+    Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(path)
+    return str(path)
+
+
 def make_tones(folder, n: int = 8, *, seconds: float = 1.2, sr: int = 16000) -> pd.DataFrame:
     """n short wavs of noisy tones (a different pitch per word): `audio` (path), `text`, `speaker`, `synthetic`."""
     import numpy as np

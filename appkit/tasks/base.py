@@ -276,7 +276,7 @@ class Task:
         units.sort(key=lambda u: -self._length(u[1]))
         results: list = [None] * len(items)
         parts: dict = {}   # (item, piece) -> result, for inputs split into Pieces
-        batches = [units[k:k + batch_size] for k in range(0, len(units), batch_size)]
+        batches = self._batches(units, batch_size, **options)
         show = progress if progress is not None else len(batches) > 3
         self.model.eval()
         with torch.inference_mode(), self._autocast():
@@ -296,6 +296,10 @@ class Task:
             warnings.warn(f"Skipped {len(bad)} of {len(items)} inputs (their result is None; see .skipped): {listed}"
                           + (" ..." if len(bad) > 5 else ""), UserWarning, stacklevel=3)
         return results
+
+    def _batches(self, units: list, batch_size: int, **options) -> list[list]:
+        """Cut the length-sorted ``(key, unit)`` list into batches (speech packs short clips here)."""
+        return [units[k:k + batch_size] for k in range(0, len(units), batch_size)]
 
     def _merge(self, results: list, pieces: Pieces, **options):
         raise NotImplementedError(f"{type(self).__name__} split an input into Pieces but has no _merge")

@@ -6,8 +6,10 @@ are scanned in blocks with the packaged silero-vad, cut into windows of at most 
 in pauses (``chunking="vad"``, the default) or into 30 s windows overlapping by 5 s
 (``chunking="fixed"``), transcribed in batches and joined (``Pieces``/``_merge`` in base).
 
-Speed on CPU: greedy decoding, ``torch.inference_mode``, windows batched (sorted by
-length), a generation budget that grows with the window's duration, and a bfloat16
+Speed on CPU: short clips packed into shared 30 s windows (``pack=True``, see ``_batches``),
+greedy decoding, ``torch.inference_mode``, windows batched (sorted by length), a generation
+budget that grows with the window's duration, a plain-matmul attention for the one-token decoding
+steps, beam search that does not copy the cross-attention cache (``num_beams>1``), and a bfloat16
 *copy* of the model where the CPU computes bf16 natively (autocast breaks Whisper's
 feature extractor, and casting the model itself would make fine_tune train bf16
 weights). ``precision="float32"`` on load switches the copy off.
@@ -37,6 +39,9 @@ from .base import Pieces, Task, _bf16_ok, quiet_transformers
 
 _CHUNKING = ("vad", "fixed")
 _TASKS = ("transcribe", "translate")
+_PACK_GAP = 1 / 12     # silence between packed clips, as a share of the window (2.5 s of 30): at 1.5 s
+                       # Whisper tiny ran neighbouring prompts into one segment (bench/asr.py)
+_SEAM_S = 0.2          # how far a packed segment's timestamps may stray past its clip before the split is doubted
 _TOKENS_PER_S = 8      # Whisper writes ~3-5 tokens per second of speech; more means it is looping
 _TRANSCRIPT_NAMES = ("text", "transcript", "transcription", "sentence", "normalized_text")
 _FILE_NAMES = ("audio", "file_name", "file", "path", "filename")
@@ -49,6 +54,7 @@ class _Clip:
     start: float
     end: float
     samples: Any = None
+    window: int | None = None     # clips packed into one model window share a number (see _batches)
 
     def load(self):
         return self.samples if self.samples is not None else self.audio.read(self.start, self.end)
@@ -64,7 +70,7 @@ class SpeechRecognition(Task):
     default_batch_size = 8
     load_options: ClassVar[tuple[str, ...]] = ("language",)
     predict_options: ClassVar[tuple[str, ...]] = ("return_timestamps", "language", "task", "max_new_tokens",
-                                                  "num_beams", "chunking")
+                                                  "num_beams", "chunking", "pack")
     best_metric: ClassVar[str] = "eval_loss"
     default_learning_rate: ClassVar[dict] = {"head": 1e-4, "full": 1e-5}
     default_train_batch_size: ClassVar[dict] = {"head": 8, "full": 8}
@@ -77,6 +83,7 @@ class SpeechRecognition(Task):
         self.language = language
         self.strategies = ("head", "full") if kind == "whisper" else ("full",)
         self._fast = None                 # (key of the weights it was made from, bf16 copy)
+        self.packing: dict = {}           # the last predict's packing: clips packed, windows, clips retried alone
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -180,11 +187,68 @@ class SpeechRecognition(Task):
     def _length(self, unit) -> int:
         return len(unit)
 
-    def _collate(self, units):
-        arrays = [u.load() for u in units]
+    def _batches(self, units: list, batch_size: int, *, pack: bool = True, **options) -> list[list]:
+        """Whisper reads 30 s at a time whatever the clip: short clips are packed into shared windows.
+
+        A 2 s prompt costs the encoder as much as 30 s of speech, so clips up to half a window are
+        packed (longest first, first fit, 2.5 s of silence between) and a batch holds ``batch_size``
+        windows. Each packed window is decoded with timestamps and its segments are given back to
+        their clips (``_unpack``); a clip whose split is in doubt is transcribed alone.
+        """
+        for _, u in units:
+            u.window = None
+        self.packing = {"clips": 0, "windows": 0, "retried": 0}
+        if self.kind != "whisper" or not pack:
+            return super()._batches(units, batch_size)
+        small = [(k, u) for k, u in units if len(u) / media.SAMPLE_RATE <= self.window_s / 2]
+        if len(small) < 2:
+            return super()._batches(units, batch_size)
+        ids = {id(u) for _, u in small}
+        batches = super()._batches([(k, u) for k, u in units if id(u) not in ids], batch_size)
+        windows: list[list] = []      # [used seconds, [(key, clip), ...]]
+        gap = self.window_s * _PACK_GAP
+        for k, u in small:
+            need = len(u) / media.SAMPLE_RATE
+            slot = next((w for w in windows if w[0] + gap + need <= self.window_s), None)
+            if slot is None:
+                windows.append([need, [(k, u)]])
+            else:
+                slot[0] += gap + need
+                slot[1].append((k, u))
+        for n, (_, members) in enumerate(windows):
+            for _, u in members:
+                u.window = n if len(members) > 1 else None
+        self.packing.update(clips=len(small), windows=len(windows))
+        for k in range(0, len(windows), batch_size):
+            batches.append([m for _, members in windows[k:k + batch_size] for m in members])
+        return batches
+
+    def _collate(self, units, pack: bool = True):
+        import numpy as np
+
         if self.kind == "whisper":
+            arrays, plan = [], []     # plan: per window, (unit index, offset s, duration s) of each clip in it
+            groups: dict = {}
+            for i, u in enumerate(units):
+                key = ("w", u.window) if pack and u.window is not None else ("u", i)
+                groups.setdefault(key, []).append(i)
+            gap = np.zeros(int(self.window_s * _PACK_GAP * media.SAMPLE_RATE), np.float32)
+            for members in groups.values():
+                parts, spans, at = [], [], 0.0
+                for i in members:
+                    x = units[i].load()
+                    parts += [gap, x] if parts else [x]
+                    at += len(gap) / media.SAMPLE_RATE if spans else 0.0
+                    spans.append((i, at, len(x) / media.SAMPLE_RATE))
+                    at += len(x) / media.SAMPLE_RATE
+                arrays.append(np.concatenate(parts) if len(parts) > 1 else parts[0])
+                plan.append(spans)
             feats = self.processor.feature_extractor(arrays, sampling_rate=media.SAMPLE_RATE, return_tensors="pt")
-            return {"input_features": feats.input_features, "seconds": max(len(a) for a in arrays) / media.SAMPLE_RATE}
+            batch = {"input_features": feats.input_features, "seconds": max(len(a) for a in arrays) / media.SAMPLE_RATE}
+            if any(len(spans) > 1 for spans in plan):
+                batch["plan"] = plan
+            return batch
+        arrays = [u.load() for u in units]
         batch = self.processor(arrays, sampling_rate=media.SAMPLE_RATE, padding=True, return_tensors="pt",
                                return_attention_mask=True)
         return dict(batch)
@@ -201,28 +265,35 @@ class SpeechRecognition(Task):
         import torch
 
         if not self._use_bf16():
+            if self.kind == "whisper":
+                self.model._reorder_cache = _reorder_self_attention_only   # an instance attribute: never saved
             return self.model
         # in-place changes (optimizer steps, load_state_dict) bump a tensor's version: then the copy is stale
         key = (id(self.model), tuple(p._version for p in self.model.parameters()))
         if self._fast is None or self._fast[0] != key:
-            self._fast = (key, copy.deepcopy(self.model).to(torch.bfloat16).eval())
+            fast = copy.deepcopy(self.model).to(torch.bfloat16).eval()
+            if self.kind == "whisper" and fast.device.type == "cpu":
+                fast.set_attn_implementation(_decode_attention())
+                fast._reorder_cache = _reorder_self_attention_only   # generate() asks the model first
+            self._fast = (key, fast)
         return self._fast[1]
 
     def _forward(self, batch, *, return_timestamps: bool = False, language=None, task=None, max_new_tokens=None,
                  num_beams: int = 1, **_):
         import torch
 
+        self._check_language(language, task)
         model = self._fast_model()
         if self.kind == "ctc":
             inputs = {k: v for k, v in batch.items() if k in ("input_values", "attention_mask")}
             inputs["input_values"] = inputs["input_values"].to(model.dtype)
             return model(**inputs).logits.float().argmax(-1)
-        self._check_language(language, task)
         gen = model.generation_config
         limit = max(1, (gen.max_length or self.model.config.max_target_positions) - 4)
         budget = max_new_tokens or min(limit, int(_TOKENS_PER_S * batch["seconds"]) + 16)
+        plan = batch.get("plan")
         kwargs: dict = {"max_new_tokens": budget, "num_beams": num_beams, "do_sample": False,
-                        "return_timestamps": bool(return_timestamps)}
+                        "return_timestamps": bool(return_timestamps) or plan is not None}
         if self._multilingual():
             kwargs["language"] = language or self.language
             kwargs["task"] = task or "transcribe"
@@ -230,15 +301,18 @@ class SpeechRecognition(Task):
         mask = torch.ones(feats.shape[0], feats.shape[-1], dtype=torch.long, device=feats.device)
         with quiet_transformers():   # notices about its own generation defaults, nothing a user can act on
             out = model.generate(feats, attention_mask=mask, **kwargs)
-        return out.sequences if hasattr(out, "sequences") else out
+        out = out.sequences if hasattr(out, "sequences") else out
+        return _Packed(out, plan) if plan is not None else out
 
-    def _postprocess(self, ids, units, *, return_timestamps: bool = False, **_):
+    def _postprocess(self, ids, units, *, return_timestamps: bool = False, **options):
+        if isinstance(ids, _Packed):
+            return self._unpack(ids, units, return_timestamps=return_timestamps, **options)
         tok = self.processor.tokenizer
         out = []
         for seq, clip in zip(ids, units):
             seq = seq.tolist()
             if self.kind == "ctc":
-                text = self.processor.decode(seq)
+                text = self.processor.decode(seq, skip_special_tokens=True)
                 res = {"text": text.strip()}
                 if return_timestamps:
                     res["chunks"] = [{"text": res["text"], "start": clip.start, "end": clip.end}]
@@ -262,6 +336,44 @@ class SpeechRecognition(Task):
                 res["chunks"] = chunks
             out.append(res)
         return out
+
+    def _unpack(self, packed: "_Packed", units, *, return_timestamps: bool = False, **options) -> list:
+        """Give each packed window's timestamped segments back to the clips they fall in.
+
+        A segment reaching more than 0.2 s into two clips, or a clip left without text, means the
+        split is in doubt: those clips are transcribed again on their own, so packing never costs
+        accuracy, only the time of the retry."""
+        tok = self.processor.tokenizer
+        results: list = [None] * len(units)
+        retry: set[int] = set()
+        for seq, spans in zip(packed.ids, packed.plan):
+            if len(spans) == 1:
+                i = spans[0][0]
+                results[i] = self._postprocess(seq[None], [units[i]], return_timestamps=return_timestamps)[0]
+                continue
+            try:
+                offsets = tok.decode(seq.tolist(), skip_special_tokens=True, output_offsets=True).get("offsets", [])
+            except Exception:
+                offsets = []
+            got, doubt = _split_segments(offsets, spans)
+            retry |= doubt
+            for i, at, d in spans:
+                if i in retry:
+                    continue
+                res = {"text": " ".join(t for t, _, _ in got[i])}
+                if return_timestamps:
+                    start = units[i].start
+                    res["chunks"] = [{"text": t, "start": round(start + max(0.0, s - at), 2),
+                                      "end": round(start + min(d, max(0.0, e - at)), 2)} for t, s, e in got[i]]
+                results[i] = res
+        if retry:
+            alone = [units[i] for i in sorted(retry)]
+            again = self._postprocess(self._forward(self._to_device(self._collate(alone, pack=False)), **options), alone,
+                                      return_timestamps=return_timestamps)
+            for i, res in zip(sorted(retry), again):
+                results[i] = res
+        self.packing["retried"] += len(retry)
+        return results
 
     def _merge(self, results: list, pieces: Pieces, *, return_timestamps: bool = False, **_):
         if getattr(pieces, "chunking", "vad") == "fixed":
@@ -445,6 +557,33 @@ def word_diff_html(reference: str, hypothesis: str) -> str:
     return " ".join(out)
 
 
+def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]:
+    """Which clip each timestamped segment of a packed window belongs to.
+
+    ``spans``: (clip, start s, duration s) in the window. A segment belongs to the one clip it
+    overlaps by more than ``_SEAM_S`` at both ends trimmed; a short one in a gap to the nearest clip.
+    Returns ({clip: [(text, start, end)]}, clips in doubt: reached by a segment spanning two clips,
+    or left without any text)."""
+    got: dict = {i: [] for i, _, _ in spans}
+    doubt: set = set()
+    for o in offsets:
+        text = o["text"].strip()
+        if not text:
+            continue
+        s, e = o["timestamp"]
+        e = spans[-1][1] + spans[-1][2] if e is None else e
+        inside = [i for i, at, d in spans if min(e - _SEAM_S, at + d) > max(s + _SEAM_S, at)]
+        if not inside:
+            mid = (s + e) / 2
+            inside = [min(spans, key=lambda sp: abs(sp[1] + sp[2] / 2 - mid))[0]]
+        if len(inside) > 1:
+            doubt.update(inside)
+        else:
+            got[inside[0]].append((text, s, e))
+    doubt.update(i for i, segs in got.items() if not segs)
+    return got, doubt
+
+
 def _stitch(left: list[str], right: list[str], look: int = 24) -> list[str]:
     """Join two overlapping windows' words at their longest common run (>= 2 words) near the seam."""
     if not left:
@@ -479,6 +618,57 @@ def _audio_name(item) -> str:
     if isinstance(item, dict) and item.get("path"):
         return str(item["path"])
     return f"<{type(item).__name__} audio>"
+
+
+_ATTENTION = "appkit_cpu_decode"
+
+
+def _decode_attention() -> str:
+    """An attention for CPU decoding: a plain matmul where the query is one token, SDPA elsewhere.
+
+    torch's CPU flash-attention kernel is slow for one query token against Whisper's 1,500 encoder
+    frames (23 ms vs 6 ms for a beam batch of 40 in bfloat16), which is every cross-attention step
+    of generation. Registered once under its own name; only the inference copy of the model uses it.
+    """
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if _ATTENTION in AttentionInterface._global_mapping:
+        return _ATTENTION
+
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kw):
+        if query.shape[2] != 1 or module.training:    # one query sees every key: no causal mask to build
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kw)
+        scores = torch.matmul(query, key.transpose(2, 3)).float() * (scaling or query.shape[-1] ** -0.5)
+        if attention_mask is not None:
+            mask = attention_mask[..., -key.shape[2]:]
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        out = torch.matmul(scores.softmax(-1).to(value.dtype), value)
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register(_ATTENTION, attention)
+    AttentionMaskInterface.register(_ATTENTION, sdpa_mask)
+    return _ATTENTION
+
+
+def _reorder_self_attention_only(cache, beam_idx):
+    """Beam search's cache step without copying the cross-attention keys and values.
+
+    Beams of one input share its encoder output, so reordering beams within an input leaves the
+    cross-attention cache unchanged; transformers copies it anyway at every step (a third of the
+    time of a beam-5 batch of short clips on CPU). Same outputs, tested.
+    """
+    cache.self_attention_cache.reorder_cache(beam_idx)
+    return cache
+
+
+@dataclass
+class _Packed:
+    """Generated ids of packed windows, with which clip sits where in each window."""
+    ids: Any
+    plan: list
 
 
 class _DecoderHead:

@@ -14,9 +14,10 @@ from appkit import media
 from appkit.errors import AppkitError, MediaError, ModelError
 from appkit.metrics import wer_cer
 from appkit.tasks.base import Pieces
-from appkit.tasks.speech_recognition import _stitch, word_diff_html
+from appkit.tasks.speech_recognition import (_decode_attention, _reorder_self_attention_only, _split_segments, _stitch,
+                                             word_diff_html)
 
-from ..conftest import make_tiny_whisper_folder, make_tones
+from ..conftest import make_tiny_ctc_folder, make_tiny_whisper_folder, make_tones
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +166,87 @@ def test_stitch_joins_overlapping_windows_once():
     assert _stitch(["hello"], ["world"]) == ["hello", "world"]
 
 
+# ------------------------------------------------------------------ packing short clips, decoding speed
+def test_short_clips_are_packed_into_windows_that_fit(asr):
+    lengths = [1.5, 0.9, 0.6, 0.5, 0.4, 0.3, 0.3]      # the tiny model reads 2 s windows; clips <= 1 s are packed
+    units = [asr._preprocess((_tone(d, f=200 + 40 * k), 16000), where=f"input {k}") for k, d in enumerate(lengths)]
+    keyed = sorted(enumerate(units), key=lambda u: -len(u[1]))
+    batches = asr._batches(keyed, batch_size=2)
+    assert [k for k, _ in batches[0]] == [0] and units[0].window is None          # 1.5 s: alone
+    assert asr.packing == {"clips": 6, "windows": 2, "retried": 0}  # [0.9, 0.6] and [0.5, 0.4, 0.3, 0.3], 1/6 s apart
+    assert sorted(k for b in batches for k, _ in b) == list(range(7))
+    gap = asr.window_s / 12
+    for b in batches[1:]:
+        batch = asr._collate([u for _, u in b])
+        for spans in batch.get("plan", []):
+            assert spans[-1][1] + spans[-1][2] <= asr.window_s + 1e-3               # the window holds its clips
+            for (_, a, d), (_, b2, _) in zip(spans, spans[1:]):
+                assert b2 - (a + d) == pytest.approx(gap, abs=1e-3)               # silence between clips
+    assert asr._batches(keyed, batch_size=2, pack=False) == [keyed[k:k + 2] for k in range(0, 7, 2)]
+
+
+def test_packed_predict_keeps_one_result_per_clip_in_order(asr):
+    clips = [(_tone(0.3 + 0.1 * k, f=200 + 40 * k), 16000) for k in range(6)]
+    alone = asr.predict(clips, pack=False)
+    packed = asr.predict(clips)
+    assert asr.packing["clips"] == 6 and asr.packing["windows"] < 6
+    assert len(packed) == 6 and all(isinstance(r["text"], str) for r in packed)
+    # a clip whose split was in doubt was transcribed alone: it reads exactly as unpacked
+    assert asr.packing["retried"] >= 1
+    with_times = asr.predict(clips, return_timestamps=True)
+    assert all(0 <= c["start"] <= c["end"] <= 0.3 + 0.1 * k + 1e-6 for k, r in enumerate(with_times) for c in r["chunks"])
+    assert [r["text"] for r in asr.predict(clips, pack=False)] == [r["text"] for r in alone]
+
+
+def test_split_segments_gives_each_clip_its_text_and_doubts_the_rest():
+    spans = [(0, 0.0, 2.0), (1, 4.5, 1.5), (2, 8.5, 3.0)]         # (clip, start s, duration s) in the window
+    seg = lambda text, s, e: {"text": " " + text, "timestamp": (s, e)}  # noqa: E731
+    got, doubt = _split_segments([seg("Please hold.", 0.0, 1.9), seg("Goodbye.", 4.3, 6.2),   # loose timestamps
+                                  seg("Thank", 8.6, 10.0), seg("you.", 10.0, None)], spans)  # None: till the end
+    assert doubt == set()
+    assert {i: [t for t, _, _ in v] for i, v in got.items()} == {0: ["Please hold."], 1: ["Goodbye."], 2: ["Thank", "you."]}
+    got, doubt = _split_segments([seg("Please hold. Goodbye.", 0.0, 6.0), seg("Thank you.", 8.5, 11.5)], spans)
+    assert doubt == {0, 1}                                          # one segment ran over two clips
+    got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0), seg("uh", 3.0, 3.2)], spans)
+    assert got[0][1][0] == "uh" and doubt == {1, 2}                 # a sound in the gap: nearest clip; 1, 2 got nothing
+
+
+def test_beam_search_without_cross_attention_copies_gives_the_same_ids(tiny_folder, clips):
+    import torch
+
+    asr = appkit.load("speech-recognition", tiny_folder, precision="float32")
+    feats = asr._collate([asr._preprocess(p, where="x") for p in clips.audio[:3]])["input_features"]
+    calls = []
+
+    def counted(cache, idx):
+        calls.append(1)
+        return _reorder_self_attention_only(cache, idx)
+
+    kw = dict(num_beams=3, max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with torch.inference_mode():
+        plain = asr.model.generate(feats, **kw)
+        asr.model._reorder_cache = counted
+        ours = asr.model.generate(feats, **kw)
+    assert calls and torch.equal(plain.sequences, ours.sequences)
+    assert torch.allclose(plain.sequences_scores, ours.sequences_scores)
+
+
+def test_one_token_decode_attention_matches_sdpa(tiny_folder, clips):
+    import copy
+
+    import torch
+
+    asr = appkit.load("speech-recognition", tiny_folder, precision="float32")
+    ours = copy.deepcopy(asr.model)
+    ours.set_attn_implementation(_decode_attention())
+    feats = asr._collate([asr._preprocess(p, where="x") for p in clips.audio[:2]])["input_features"]
+    kw = dict(max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with torch.inference_mode():
+        want, got = asr.model.generate(feats, **kw), ours.generate(feats, **kw)
+    assert torch.equal(want.sequences, got.sequences)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(want.scores, got.scores))
+
+
 def test_vad_port_finds_speech_in_tones_not_in_noise():
     if media._vad_weights_path() is None:
         pytest.skip("silero-vad is not installed")
@@ -260,3 +342,27 @@ def test_word_diff_and_number_normalisation():
     assert word_diff_html("take the omeprazole daily", "take the o maze all daily") == \
         "take the <del>omeprazole</del> <ins>o maze all</ins> daily"
     assert wer_cer(["I have twelve cats"], ["I have 12 cats."])["wer"] == 0.0
+
+
+# ------------------------------------------------------------------ CTC models (wav2vec2)
+def test_ctc_model_from_a_folder_predicts_fine_tunes_and_saves(tmp_path, clips):
+    asr = appkit.load("speech-recognition", make_tiny_ctc_folder(tmp_path / "tiny-ctc"))
+    assert asr.kind == "ctc" and asr.strategies == ("full",)
+    one = asr.predict(clips.audio[0], return_timestamps=True)
+    assert isinstance(one["text"], str) and one["text"] == one["text"].upper()      # letters of its vocabulary
+    assert one["chunks"][0]["start"] == 0.0 and one["chunks"][0]["end"] == pytest.approx(1.2)
+    batch = asr.predict(list(clips.audio[:3]) + [clips.audio[0]], batch_size=2)     # padded batches, any length
+    assert batch[0]["text"] == batch[3]["text"] == one["text"]
+    with pytest.raises(ModelError, match="Whisper"):
+        asr.predict(clips.audio[0], language="de")
+    with pytest.raises(AppkitError, match=r"strategy 'head'.*\['auto', 'full'\]"):
+        asr.fine_tune(clips, epochs=1, strategy="head", progress=False)
+    run = asr.fine_tune(clips, epochs=3, strategy="full", learning_rate=1e-3, batch_size=4,
+                        output_dir=tmp_path / "run", progress=False)
+    losses = run.history["train_loss"].dropna().to_numpy()
+    assert len(losses) >= 2 and np.isfinite(losses).all() and losses[-1] < losses[0]          # lowercase targets were upper-cased
+    report = asr.evaluate(clips)
+    assert 0 <= report.metrics["cer"] and report.metrics["wer"] >= 0
+    asr.save(tmp_path / "saved")
+    back = appkit.load("speech-recognition", tmp_path / "saved")
+    assert back.kind == "ctc" and back.predict(clips.audio[1])["text"] == asr.predict(clips.audio[1])["text"]
