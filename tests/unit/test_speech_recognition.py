@@ -302,6 +302,17 @@ def test_folder_with_transcripts_table_or_txt_files(asr, clips, tmp_path):
     assert len(asr._read(side, columns=None, where="training data")) == 2
 
 
+def test_datasets_audio_column_trains_and_evaluates(asr, clips, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"audio": list(clips.audio), "text": list(clips.text)}).cast_column(
+        "audio", datasets.Audio(sampling_rate=16000))                  # rows hold {"bytes", "path"}: no decoder needed
+    run = asr.fine_tune(ds, epochs=1, output_dir=tmp_path / "run", progress=False)
+    assert run.strategy == "head" and len(run.history)
+    report = asr.evaluate(ds)
+    assert report.metrics["wer"] >= 0 and len(report.table) == len(clips)
+    assert report.table.prediction.tolist() == [r["text"] for r in asr.predict(list(clips.audio), pack=False)]
+
+
 def test_save_and_load_keep_the_transcripts(asr, clips, tmp_path):
     before = asr.predict(list(clips.audio[:3]))
     folder = asr.save(tmp_path / "saved")
