@@ -198,7 +198,9 @@ class SpeechRecognition(Task):
         for _, u in units:
             u.window = None
         self.packing = {"clips": 0, "windows": 0, "retried": 0}
-        if self.kind != "whisper" or not pack:
+        self._retry_batch = batch_size
+        # a multilingual Whisper without a language detects one per window: packed clips would share it
+        if self.kind != "whisper" or not pack or (self._multilingual() and not (options.get("language") or self.language)):
             return super()._batches(units, batch_size)
         small = [(k, u) for k, u in units if len(u) / media.SAMPLE_RATE <= self.window_s / 2]
         if len(small) < 2:
@@ -290,8 +292,9 @@ class SpeechRecognition(Task):
             return model(**inputs).logits.float().argmax(-1)
         gen = model.generation_config
         limit = max(1, (gen.max_length or self.model.config.max_target_positions) - 4)
-        budget = max_new_tokens or min(limit, int(_TOKENS_PER_S * batch["seconds"]) + 16)
         plan = batch.get("plan")
+        per_window = max(len(spans) for spans in plan) if plan else 1     # a user's budget is per clip
+        budget = min(limit, max_new_tokens * per_window if max_new_tokens else int(_TOKENS_PER_S * batch["seconds"]) + 16)
         kwargs: dict = {"max_new_tokens": budget, "num_beams": num_beams, "do_sample": False,
                         "return_timestamps": bool(return_timestamps) or plan is not None}
         if self._multilingual():
@@ -312,7 +315,7 @@ class SpeechRecognition(Task):
         for seq, clip in zip(ids, units):
             seq = seq.tolist()
             if self.kind == "ctc":
-                text = self.processor.decode(seq, skip_special_tokens=True)
+                text = self.processor.decode(_ctc_blank_specials(seq, self.processor.tokenizer))
                 res = {"text": text.strip()}
                 if return_timestamps:
                     res["chunks"] = [{"text": res["text"], "start": clip.start, "end": clip.end}]
@@ -340,9 +343,8 @@ class SpeechRecognition(Task):
     def _unpack(self, packed: "_Packed", units, *, return_timestamps: bool = False, **options) -> list:
         """Give each packed window's timestamped segments back to the clips they fall in.
 
-        A segment reaching more than 0.2 s into two clips, or a clip left without text, means the
-        split is in doubt: those clips are transcribed again on their own, so packing never costs
-        accuracy, only the time of the retry."""
+        Clips whose split is in doubt (see ``_split_segments``; also a window cut off by the token
+        budget, or text after its last timestamp) are transcribed again on their own."""
         tok = self.processor.tokenizer
         results: list = [None] * len(units)
         retry: set[int] = set()
@@ -351,11 +353,20 @@ class SpeechRecognition(Task):
                 i = spans[0][0]
                 results[i] = self._postprocess(seq[None], [units[i]], return_timestamps=return_timestamps)[0]
                 continue
+            ids = seq.tolist()
             try:
-                offsets = tok.decode(seq.tolist(), skip_special_tokens=True, output_offsets=True).get("offsets", [])
+                offsets = tok.decode(ids, skip_special_tokens=True, output_offsets=True).get("offsets", [])
             except Exception:
                 offsets = []
             got, doubt = _split_segments(offsets, spans)
+            # text after the last timestamp, or a window cut off by the token budget, is lost from the
+            # offsets: the clips from the last segment's on are in doubt
+            full = tok.decode(ids, skip_special_tokens=True)
+            eos = self.model.generation_config.eos_token_id
+            finished = bool(set(eos if isinstance(eos, list) else [eos]) & set(ids[1:]))
+            if not finished or _squash(full) != _squash("".join(o["text"] for o in offsets)):
+                last = max((k for k, (i, _, _) in enumerate(spans) if got[i]), default=0)
+                doubt.update(i for i, _, _ in spans[last:])
             retry |= doubt
             for i, at, d in spans:
                 if i in retry:
@@ -363,14 +374,17 @@ class SpeechRecognition(Task):
                 res = {"text": " ".join(t for t, _, _ in got[i])}
                 if return_timestamps:
                     start = units[i].start
-                    res["chunks"] = [{"text": t, "start": round(start + max(0.0, s - at), 2),
-                                      "end": round(start + min(d, max(0.0, e - at)), 2)} for t, s, e in got[i]]
+                    times = [(min(d, max(0.0, s - at)), min(d, max(0.0, e - at))) for _, s, e in got[i]]
+                    res["chunks"] = [{"text": t, "start": round(start + a, 2), "end": round(start + max(a, b), 2)}
+                                     for (t, _, _), (a, b) in zip(got[i], times)]
                 results[i] = res
-        if retry:
-            alone = [units[i] for i in sorted(retry)]
-            again = self._postprocess(self._forward(self._to_device(self._collate(alone, pack=False)), **options), alone,
-                                      return_timestamps=return_timestamps)
-            for i, res in zip(sorted(retry), again):
+        order = sorted(retry)
+        step = getattr(self, "_retry_batch", None) or self.default_batch_size
+        for k in range(0, len(order), step):       # alone, in batches of the caller's size
+            alone = [units[i] for i in order[k:k + step]]
+            raw = self._forward(self._to_device(self._collate(alone, pack=False)), return_timestamps=return_timestamps,
+                                **options)
+            for i, res in zip(order[k:k + step], self._postprocess(raw, alone, return_timestamps=return_timestamps)):
                 results[i] = res
         self.packing["retried"] += len(retry)
         return results
@@ -560,10 +574,12 @@ def word_diff_html(reference: str, hypothesis: str) -> str:
 def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]:
     """Which clip each timestamped segment of a packed window belongs to.
 
-    ``spans``: (clip, start s, duration s) in the window. A segment belongs to the one clip it
-    overlaps by more than ``_SEAM_S`` at both ends trimmed; a short one in a gap to the nearest clip.
-    Returns ({clip: [(text, start, end)]}, clips in doubt: reached by a segment spanning two clips,
-    or left without any text)."""
+    ``spans``: (clip, start s, duration s) in the window. A segment belongs to the clip it overlaps
+    (the most, if it touches two but reaches more than ``_SEAM_S`` into only one). In doubt, and
+    transcribed again alone: clips a segment reaches well into together, the clips on both sides
+    of a segment that lies wholly in a gap (misplaced timestamps, or words made up from silence),
+    and clips left without any text.
+    Returns ({clip: [(text, start, end)]}, clips in doubt)."""
     got: dict = {i: [] for i, _, _ in spans}
     doubt: set = set()
     for o in offsets:
@@ -572,16 +588,23 @@ def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]
             continue
         s, e = o["timestamp"]
         e = spans[-1][1] + spans[-1][2] if e is None else e
-        inside = [i for i, at, d in spans if min(e - _SEAM_S, at + d) > max(s + _SEAM_S, at)]
-        if not inside:
-            mid = (s + e) / 2
-            inside = [min(spans, key=lambda sp: abs(sp[1] + sp[2] / 2 - mid))[0]]
-        if len(inside) > 1:
-            doubt.update(inside)
+        overlap = {i: min(e, at + d) - max(s, at) for i, at, d in spans}
+        touched = [i for i, v in overlap.items() if v > 0]
+        deep = [i for i in touched if overlap[i] > _SEAM_S]
+        if not touched:
+            before = [i for i, at, d in spans if at + d <= s]
+            after = [i for i, at, _ in spans if at >= e]
+            doubt.update(([before[-1]] if before else []) + ([after[0]] if after else []))
+        elif len(deep) > 1:
+            doubt.update(deep)
         else:
-            got[inside[0]].append((text, s, e))
+            got[max(touched, key=overlap.get)].append((text, s, e))
     doubt.update(i for i, segs in got.items() if not segs)
     return got, doubt
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
 
 
 def _stitch(left: list[str], right: list[str], look: int = 24) -> list[str]:
@@ -595,6 +618,14 @@ def _stitch(left: list[str], right: list[str], look: int = 24) -> list[str]:
         cut = len(left) - len(tail) + m.a
         return left[:cut] + right[m.b:]
     return left + right
+
+
+def _ctc_blank_specials(ids: list[int], tok) -> list[int]:
+    """Special tokens other than the blank become blanks: dropping them would merge the letters
+    around them ("L </s> L" -> "L"), keeping them would print "</s>" in the text."""
+    blank = tok.pad_token_id
+    specials = set(tok.all_special_ids) - {blank, getattr(tok, "word_delimiter_token_id", None)}  # "|" is a space
+    return [blank if i in specials else i for i in ids]
 
 
 def _pad_labels(seqs: list[list[int]]):
@@ -641,7 +672,8 @@ def _decode_attention() -> str:
     def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kw):
         if query.shape[2] != 1 or module.training:    # one query sees every key: no causal mask to build
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kw)
-        scores = torch.matmul(query, key.transpose(2, 3)).float() * (scaling or query.shape[-1] ** -0.5)
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        scores = torch.matmul(query, key.transpose(2, 3)).float() * scale
         if attention_mask is not None:
             mask = attention_mask[..., -key.shape[2]:]
             scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
@@ -660,7 +692,12 @@ def _reorder_self_attention_only(cache, beam_idx):
     cross-attention cache unchanged; transformers copies it anyway at every step (a third of the
     time of a beam-5 batch of short clips on CPU). Same outputs, tested.
     """
-    cache.self_attention_cache.reorder_cache(beam_idx)
+    from transformers.cache_utils import EncoderDecoderCache
+
+    if isinstance(cache, EncoderDecoderCache):
+        cache.self_attention_cache.reorder_cache(beam_idx)
+    else:                                           # another cache layout: reorder it all, as transformers would
+        cache.reorder_cache(beam_idx)
     return cache
 
 

@@ -107,7 +107,7 @@ def test_two_hour_telephone_recording_is_scanned_in_bounded_memory(asr, tmp_path
     finally:
         tracemalloc.stop()
     print(f"\n2 h recording: {len(out['chunks'])} chunks, peak traced memory {peak / 1e6:.0f} MB: {out['chunks']}")
-    assert peak < 200e6
+    assert peak < 200e6          # numpy's allocations are traced: reading the file whole would show 230-460 MB
     for k, start in at_s.items():
         said = " ".join(c["text"] for c in out["chunks"] if start - 5 <= c["start"] <= start + clips.duration_s[k] + 5)
         assert wer_cer([clips.text[k]], [said])["wer"] < 0.3, (k, said)

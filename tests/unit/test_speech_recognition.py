@@ -201,14 +201,81 @@ def test_packed_predict_keeps_one_result_per_clip_in_order(asr):
 def test_split_segments_gives_each_clip_its_text_and_doubts_the_rest():
     spans = [(0, 0.0, 2.0), (1, 4.5, 1.5), (2, 8.5, 3.0)]         # (clip, start s, duration s) in the window
     seg = lambda text, s, e: {"text": " " + text, "timestamp": (s, e)}  # noqa: E731
-    got, doubt = _split_segments([seg("Please hold.", 0.0, 1.9), seg("Goodbye.", 4.3, 6.2),   # loose timestamps
-                                  seg("Thank", 8.6, 10.0), seg("you.", 10.0, None)], spans)  # None: till the end
+    got, doubt = _split_segments([seg("Please hold.", 0.0, 2.4), seg("Goodbye.", 4.3, 6.2),   # ends run into the gap
+                                  seg("Thank", 8.6, 10.0), seg("you.", 10.0, 11.3), seg("Yes.", 11.2, 11.4)], spans)
     assert doubt == set()
-    assert {i: [t for t, _, _ in v] for i, v in got.items()} == {0: ["Please hold."], 1: ["Goodbye."], 2: ["Thank", "you."]}
+    assert {i: [t for t, _, _ in v] for i, v in got.items()} == {0: ["Please hold."], 1: ["Goodbye."],
+                                                                 2: ["Thank", "you.", "Yes."]}
     got, doubt = _split_segments([seg("Please hold. Goodbye.", 0.0, 6.0), seg("Thank you.", 8.5, 11.5)], spans)
-    assert doubt == {0, 1}                                          # one segment ran over two clips
-    got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0), seg("uh", 3.0, 3.2)], spans)
-    assert got[0][1][0] == "uh" and doubt == {1, 2}                 # a sound in the gap: nearest clip; 1, 2 got nothing
+    assert doubt == {0, 1}                                          # one segment ran well into two clips
+    got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0), seg("Goodbye.", 4.5, 6.0), seg("uh", 6.5, 8.0),
+                                  seg("Thank you.", 8.5, 11.5)], spans)
+    assert doubt == {1, 2} and got[0]                               # words in a gap: both neighbours again alone
+    got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0)], spans)
+    assert doubt == {1, 2}                                          # clips left without text
+
+
+def _fake_window(asr, monkeypatch, ids, offsets):
+    """Make the tokenizer read ``ids`` as a packed window with these timestamped segments."""
+    tok = asr.processor.tokenizer
+    real = tok.decode
+
+    def decode(seq, skip_special_tokens=False, output_offsets=False, **kw):
+        if list(seq) == ids:
+            text = "".join(o["text"] for o in offsets)
+            return {"text": text, "offsets": offsets} if output_offsets else text
+        return real(seq, skip_special_tokens=skip_special_tokens, output_offsets=output_offsets, **kw)
+
+    monkeypatch.setattr(tok, "decode", decode)
+
+
+def test_unpack_gives_each_clip_its_segments_and_retries_the_doubtful(asr, monkeypatch):
+    import torch
+
+    from appkit.tasks.speech_recognition import _Clip, _Packed
+
+    audio = media.open_audio((_tone(3.0), 16000), where="input 0")
+    # three pieces of one recording, at 0, 1.0 and 2.0 s in it, packed at 0, 0.7 and 1.3 s in the window
+    units = [_Clip(audio, 0.0, 0.5, _tone(0.5)), _Clip(audio, 1.0, 1.4, _tone(0.4, f=400)),
+             _Clip(audio, 2.0, 2.3, _tone(0.3, f=500))]
+    spans = [(0, 0.0, 0.5), (1, 0.7, 0.4), (2, 1.3, 0.3)]
+    eos = asr.model.generation_config.eos_token_id
+    alone = asr._postprocess(asr._forward(asr._collate(units, pack=False), return_timestamps=True), units,
+                             return_timestamps=True)
+    offsets = [{"text": " one", "timestamp": (0.0, 0.45)}, {"text": " two", "timestamp": (0.72, 1.2)}]
+    _fake_window(asr, monkeypatch, [7, eos], offsets)              # clip 2 heard nothing
+    asr.packing = {"clips": 3, "windows": 1, "retried": 0}
+    out = asr._unpack(_Packed(torch.tensor([[7, eos]]), [spans]), units, return_timestamps=True)
+    assert [r["text"] for r in out[:2]] == ["one", "two"]
+    assert out[1]["chunks"] == [{"text": "two", "start": 1.02, "end": 1.4}]   # times in the recording, within the clip
+    assert out[2] == alone[2] and asr.packing["retried"] == 1
+    _fake_window(asr, monkeypatch, [7, 8], offsets)                # no end of text: cut off by the token budget
+    out = asr._unpack(_Packed(torch.tensor([[7, 8]]), [spans]), units, return_timestamps=False)
+    plain = asr._postprocess(asr._forward(asr._collate(units, pack=False)), units)
+    assert out[0]["text"] == "one" and out[1:] == plain[1:]
+
+
+def test_multilingual_whisper_without_a_language_is_not_packed(asr, monkeypatch):
+    units = [asr._preprocess((_tone(0.3 + 0.1 * k), 16000), where=f"input {k}") for k in range(4)]
+    keyed = list(enumerate(units))
+    monkeypatch.setattr(type(asr), "_multilingual", lambda self: True)
+    asr._batches(keyed, batch_size=8)
+    assert all(u.window is None for u in units) and asr.packing["windows"] == 0
+    asr._batches(keyed, batch_size=8, language="de")
+    assert any(u.window is not None for u in units)
+
+
+def test_ctc_decoding_keeps_double_letters_and_drops_special_tokens(tmp_path):
+    asr = appkit.load("speech-recognition", make_tiny_ctc_folder(tmp_path / "tiny-ctc"))
+    tok = asr.processor.tokenizer
+    ids = tok.convert_tokens_to_ids(list("HHELL") + ["<pad>", "L", "O", "|", "N", "</s>", "O"])
+    import torch
+
+    audio = media.open_audio((_tone(1.0), 16000), where="input 0")
+    from appkit.tasks.speech_recognition import _Clip
+
+    out = asr._postprocess(torch.tensor([ids]), [_Clip(audio, 0.0, 1.0, _tone(1.0))])
+    assert out == [{"text": "HELLO NO"}]            # </s> printed nowhere, and it kept N and O apart as a blank would
 
 
 def test_beam_search_without_cross_attention_copies_gives_the_same_ids(tiny_folder, clips):
