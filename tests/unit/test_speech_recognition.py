@@ -191,11 +191,13 @@ def test_packed_predict_keeps_one_result_per_clip_in_order(asr):
     packed = asr.predict(clips)
     assert asr.packing["clips"] == 6 and asr.packing["windows"] < 6
     assert len(packed) == 6 and all(isinstance(r["text"], str) for r in packed)
-    # a clip whose split was in doubt was transcribed alone: it reads exactly as unpacked
-    assert asr.packing["retried"] >= 1
+    # windows [clip 5, 4], [3, 2, 1], [0]. The tiny model's timestamps stop at 0.06 s, so whatever it
+    # writes lies in the first clip of a window: clips 4, 2 and 1 get nothing, are in doubt, and are
+    # transcribed again alone, exactly as without packing
+    assert asr.packing["retried"] >= 3
+    assert [packed[k] for k in (1, 2, 4)] == [alone[k] for k in (1, 2, 4)]
     with_times = asr.predict(clips, return_timestamps=True)
     assert all(0 <= c["start"] <= c["end"] <= 0.3 + 0.1 * k + 1e-6 for k, r in enumerate(with_times) for c in r["chunks"])
-    assert [r["text"] for r in asr.predict(clips, pack=False)] == [r["text"] for r in alone]
 
 
 def test_split_segments_gives_each_clip_its_text_and_doubts_the_rest():
