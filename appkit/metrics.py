@@ -62,11 +62,23 @@ def _number_words(n: int) -> str:
     return _number_words(n // 1000) + " thousand" + ("" if n % 1000 == 0 else " " + _number_words(n % 1000))
 
 
+_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth", "nine": "ninth",
+            "twelve": "twelfth"}
+
+
+def _ordinal_words(n: int) -> str:
+    """15 -> 'fifteenth', 21 -> 'twenty first': '15th' and 'fifteenth' score alike in WER."""
+    *head, last = _number_words(n).split()
+    last = _ORDINAL.get(last) or (last[:-1] + "ieth" if last.endswith("y") else last + "th")
+    return " ".join([*head, last])
+
+
 def _normalise_text(s: str) -> str:
     import re
 
     s = s.lower().replace("’", "'")
     s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)                     # 1,000 -> 1000
+    s = re.sub(r"\b(\d{1,6})(?:st|nd|rd|th)\b", lambda m: " " + _ordinal_words(int(m.group(1))) + " ", s)
     s = re.sub(r"\b\d{1,6}\b", lambda m: " " + _number_words(int(m.group())) + " ", s)
     s = re.sub(r"[^\w\s']", " ", s)
     return " ".join(w.strip("'") for w in s.split() if w.strip("'"))

@@ -25,7 +25,8 @@ _PLAIN = {
     "roc_auc": "how well the scores rank the right class first (0.5 = chance, 1 = perfect)",
     "calibration_error": "gap between the model's confidence and how often it is right (0 = honest)",
     "wer": "word error rate: share of words wrong, missing or extra (lower is better)",
-    "cer": "character error rate (lower is better)",
+    "cer": "character error rate: like WER on letters, so a near miss ('color' for 'colour') costs little (lower is better)",
+    "sentence_error_rate": "share of recordings with at least one word wrong (lower is better)",
     "bleu": "n-gram overlap with the reference translation (0-100)",
     "chrf": "character n-gram overlap with the reference translation (0-100)",
 }

@@ -422,6 +422,8 @@ def test_word_diff_and_number_normalisation():
     assert word_diff_html("take the omeprazole daily", "take the o maze all daily") == \
         "take the <del>omeprazole</del> <ins>o maze all</ins> daily"
     assert wer_cer(["I have twelve cats"], ["I have 12 cats."])["wer"] == 0.0
+    assert wer_cer(["the fifteenth, twenty first and second floor"], ["The 15th, 21st and 2nd floor."])["wer"] == 0.0
+    assert wer_cer(["the twelfth and fortieth"], ["the 12th and 40th"])["wer"] == 0.0
 
 
 # ------------------------------------------------------------------ CTC models (wav2vec2)
