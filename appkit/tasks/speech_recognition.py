@@ -199,8 +199,10 @@ class SpeechRecognition(Task):
             u.window = None
         self.packing = {"clips": 0, "windows": 0, "retried": 0}
         self._retry_batch = batch_size
-        # a multilingual Whisper without a language detects one per window: packed clips would share it
-        if self.kind != "whisper" or not pack or (self._multilingual() and not (options.get("language") or self.language)):
+        # not packed: a multilingual Whisper without a language detects one per window, and a translation
+        # of several packed sentences repeated one sentence across clips (whisper-base, German, measured)
+        guessing = self.kind == "whisper" and self._multilingual() and not (options.get("language") or self.language)
+        if self.kind != "whisper" or not pack or guessing or options.get("task") == "translate":
             return super()._batches(units, batch_size)
         small = [(k, u) for k, u in units if len(u) / media.SAMPLE_RATE <= self.window_s / 2]
         if len(small) < 2:
@@ -578,10 +580,11 @@ def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]
     (the most, if it touches two but reaches more than ``_SEAM_S`` into only one). In doubt, and
     transcribed again alone: clips a segment reaches well into together, the clips on both sides
     of a segment that lies wholly in a gap (misplaced timestamps, or words made up from silence),
-    and clips left without any text.
+    neighbours given the same words (Whisper repeating itself), and clips left without any text.
     Returns ({clip: [(text, start, end)]}, clips in doubt)."""
     got: dict = {i: [] for i, _, _ in spans}
     doubt: set = set()
+    previous = (None, None)        # (words, clip) of the last segment given to a clip
     for o in offsets:
         text = o["text"].strip()
         if not text:
@@ -598,7 +601,12 @@ def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]
         elif len(deep) > 1:
             doubt.update(deep)
         else:
-            got[max(touched, key=overlap.get)].append((text, s, e))
+            clip = max(touched, key=overlap.get)
+            got[clip].append((text, s, e))
+            words = re.sub(r"\W+", "", text.lower())
+            if words == previous[0] and clip != previous[1]:
+                doubt.update((clip, previous[1]))   # the same words again in the next clip: Whisper looping
+            previous = (words, clip)
     doubt.update(i for i, segs in got.items() if not segs)
     return got, doubt
 

@@ -215,6 +215,9 @@ def test_split_segments_gives_each_clip_its_text_and_doubts_the_rest():
     assert doubt == {1, 2} and got[0]                               # words in a gap: both neighbours again alone
     got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0)], spans)
     assert doubt == {1, 2}                                          # clips left without text
+    got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0), seg("Where is the station?", 4.5, 6.0),
+                                  seg("where is the station", 8.5, 11.5)], spans)
+    assert doubt == {1, 2}                                          # the same words in two clips: Whisper looping
 
 
 def _fake_window(asr, monkeypatch, ids, offsets):
@@ -265,6 +268,8 @@ def test_multilingual_whisper_without_a_language_is_not_packed(asr, monkeypatch)
     assert all(u.window is None for u in units) and asr.packing["windows"] == 0
     asr._batches(keyed, batch_size=8, language="de")
     assert any(u.window is not None for u in units)
+    asr._batches(keyed, batch_size=8, language="de", task="translate")     # translations are never packed
+    assert all(u.window is None for u in units)
 
 
 def test_ctc_decoding_keeps_double_letters_and_drops_special_tokens(tmp_path):
