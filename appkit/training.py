@@ -260,7 +260,9 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
         with torch.inference_mode(), task._autocast():
             for k in tqdm(range(0, len(order), bs), desc=f"features ({split})", leave=False):
                 idx = order[k:k + bs]
-                f = task._features(task._to_device(task._collate([units[i] for i in idx]))).float().cpu()
+                f = task._features(task._to_device(task._collate([units[i] for i in idx]))).cpu()
+                # bf16 features (Whisper's bf16 encoder copy) stay bf16: lossless, half the memory and disk
+                f = f if f.dtype == torch.bfloat16 else f.float()
                 chunks.update({i: f[j] for j, i in enumerate(idx)})
         feats = torch.stack([chunks[i] for i in range(len(units))])
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -531,7 +531,7 @@ class ClassificationTask(Task):
         import torch
 
         feats, ys = zip(*pairs)
-        return {"features": torch.stack(list(feats)), "labels": torch.tensor(ys, dtype=torch.long)}
+        return {"features": torch.stack(list(feats)).float(), "labels": torch.tensor(ys, dtype=torch.long)}
 
     def _trainer_metrics(self, logits, label_ids) -> dict:
         import numpy as np

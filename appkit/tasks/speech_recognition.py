@@ -494,7 +494,7 @@ class SpeechRecognition(Task):
         import torch
 
         feats, ys = zip(*pairs)
-        return {"features": torch.stack(list(feats)), "labels": _pad_labels(list(ys))}
+        return {"features": torch.stack(list(feats)).float(), "labels": _pad_labels(list(ys))}
 
     def _step_loss(self, model, inputs: dict, weights):
         if "features" in inputs:        # strategy "head": the frozen encoder's outputs were cached

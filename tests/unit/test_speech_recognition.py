@@ -352,6 +352,8 @@ def test_vad_port_finds_speech_in_tones_not_in_noise():
 
 # ------------------------------------------------------------------ fine-tune, save, resume
 def test_head_fine_tune_trains_only_the_decoder_and_lowers_loss(asr, clips, tmp_path):
+    import torch
+
     enc = {k: v.clone() for k, v in asr.model.model.encoder.state_dict().items()}
     dec = asr.model.model.decoder.layers[0].fc1.weight.detach().clone()
     run = asr.fine_tune(clips, epochs=4, learning_rate=3e-3, batch_size=4, output_dir=tmp_path / "run", progress=False)
@@ -361,6 +363,9 @@ def test_head_fine_tune_trains_only_the_decoder_and_lowers_loss(asr, clips, tmp_
     losses = run.history["train_loss"].dropna()
     assert losses.iloc[-1] < losses.iloc[0]
     assert list((tmp_path / "run").glob("checkpoint-*"))
+    # the encoder ran as the bf16 copy where the CPU has bf16: its outputs are cached as they came, at half the size
+    cached = next(iter(asr._feature_cache.values()))
+    assert cached.dtype == (torch.bfloat16 if asr._use_bf16() else torch.float32)
 
 
 def test_full_fine_tune_resumes_from_its_checkpoint(asr, clips, tmp_path):
