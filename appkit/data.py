@@ -85,6 +85,20 @@ def apply_columns(df: pd.DataFrame, *, required: list[str], columns: dict[str, s
     return df.reset_index(drop=True)
 
 
+def check_text_item(item, *, where: str) -> str:
+    """One text to predict on: a non-empty string, or a DataError saying which input and how to fix it."""
+    from .errors import _cap
+
+    if not isinstance(item, str):
+        raise DataError(_msg(f"{_cap(where)} is a {type(item).__name__} ({item!r:.60}), not text",
+                             expected="a string (or a list of strings)",
+                             fix="convert it with str(), or drop missing values first (df.dropna())"))
+    if not item.strip():
+        raise DataError(_msg(f"{_cap(where)} is empty text", expected="at least one word",
+                             fix="remove empty texts before predicting"))
+    return item
+
+
 def check_text(values: list, *, where: str, column: str = "text") -> None:
     for i, v in enumerate(values):
         if not isinstance(v, str):

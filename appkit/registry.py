@@ -18,6 +18,7 @@ _TASK_MODULES: dict[str, str] = {
     "text-classification": "appkit.tasks.text_classification",
     "image-classification": "appkit.tasks.image_classification",
     "speech-recognition": "appkit.tasks.speech_recognition",
+    "translation": "appkit.tasks.translation",
 }
 _TASKS: dict[str, type] = {}
 
@@ -118,6 +119,20 @@ CATALOGUE += [
         "wav2vec2-base-960h", "speech-recognition", "hub:facebook/wav2vec2-base-960h", "Apache-2.0", "95M params",
         "wav2vec2 CTC trained on LibriSpeech 960 h, English (needs internet once)",
         hub_id="facebook/wav2vec2-base-960h",
+    ),
+]
+
+# --- translation: no text-to-text model is packaged offline (shared/MODELS.md); hub models, and your own folders
+CATALOGUE += [
+    ModelEntry(
+        "opus-mt-en-de", "translation", "hub:Helsinki-NLP/opus-mt-en-de", "CC-BY-4.0", "74M params",
+        "Marian English to German from OPUS; one of ~1,000 opus-mt-<src>-<tgt> pairs (needs internet once)",
+        hub_id="Helsinki-NLP/opus-mt-en-de",
+    ),
+    ModelEntry(
+        "m2m100-418m", "translation", "hub:facebook/m2m100_418M", "MIT", "418M params",
+        "M2M100, any of 100 languages to any other: src_lang='en', tgt_lang='de' (needs internet once)",
+        hub_id="facebook/m2m100_418M",
     ),
 ]
 

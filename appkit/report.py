@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import html
 import io
 from datetime import datetime, timezone
@@ -27,8 +28,8 @@ _PLAIN = {
     "wer": "word error rate: share of words wrong, missing or extra (lower is better)",
     "cer": "character error rate: like WER on letters, so a near miss ('color' for 'colour') costs little (lower is better)",
     "sentence_error_rate": "share of recordings with at least one word wrong (lower is better)",
-    "bleu": "n-gram overlap with the reference translation (0-100)",
-    "chrf": "character n-gram overlap with the reference translation (0-100)",
+    "bleu": "how many of the reference translation's word sequences the model wrote (0-100; above ~30 is usually understandable)",
+    "chrf": "the same on characters, fairer to word endings and compound words (0-100)",
 }
 
 
@@ -117,3 +118,20 @@ def table_html(df, *, escape_cols: tuple = (), raw_cols: tuple = ()) -> str:
                 cells.append(f"<td>{html.escape(str(v))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def word_diff_html(reference: str, hypothesis: str) -> str:
+    """Reference vs hypothesis on normalised words: <del> for missed/wrong words, <ins> for what came instead."""
+    from .metrics import _normalise_text
+
+    ref, hyp = _normalise_text(reference).split(), _normalise_text(hypothesis).split()
+    out = []
+    for op, a, b, c, d in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(html.escape(" ".join(ref[a:b])))
+            continue
+        if b > a:
+            out.append(f"<del>{html.escape(' '.join(ref[a:b]))}</del>")
+        if d > c:
+            out.append(f"<ins>{html.escape(' '.join(hyp[c:d]))}</ins>")
+    return " ".join(out)

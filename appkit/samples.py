@@ -55,3 +55,7 @@ from ._samples_image import bad_images, build_clipart_products, clipart_products
 from ._samples_speech import (  # noqa: E402,F401
     asterisk_prompts, drug_name_sentences, drug_name_speech, librivox_clips, synthesize_speech,
 )
+
+
+# --- translation
+from ._samples_translation import ui_strings  # noqa: E402,F401

@@ -247,3 +247,61 @@ def tiny_speech(tmp_path) -> TinyCase:
 
 
 TINY["speech-recognition"] = tiny_speech
+
+
+# ---------------------------------------------------------------------- translation
+TOY_DICT = {"yes": "ja", "no": "nein", "stop": "halt", "go": "geh", "left": "links", "right": "rechts",
+            "up": "hoch", "down": "runter"}
+
+
+def make_tiny_marian_folder(path) -> str:
+    """A random Marian translation model (d_model 32, 2+2 layers) with a byte-level vocabulary of ~260."""
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "</s>", "<unk>"]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {**{s: i for i, s in enumerate(specials)}, **{c: len(specials) + i for i, c in enumerate(alphabet)}}
+    raw = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    raw.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    cfg = MarianConfig(vocab_size=len(vocab), decoder_vocab_size=len(vocab), d_model=32, encoder_layers=2,
+                       decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                       decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=0, eos_token_id=1,
+                       decoder_start_token_id=0, forced_eos_token_id=1, share_encoder_decoder_embeddings=True,
+                       tie_word_embeddings=False, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    torch.manual_seed(0)
+    model = MarianMTModel(cfg).eval()
+    with torch.no_grad():   # spread the logits so greedy decoding has no near-ties (stable across batch sizes)
+        model.lm_head.weight.mul_(20.0)
+    model.generation_config.max_length = 32
+    model.generation_config.num_beams = 1
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def toy_pairs() -> pd.DataFrame:
+    """16 short English -> German word pairs and phrases (a toy dictionary), with a slice column."""
+    words = list(TOY_DICT)
+    rows = [{"source": w, "target": TOY_DICT[w], "kind": "word"} for w in words]
+    rows += [{"source": f"{a} {b}", "target": f"{TOY_DICT[a]} {TOY_DICT[b]}", "kind": "phrase"}
+             for a, b in zip(words, words[1:] + words[:1])]
+    return pd.DataFrame(rows)
+
+
+def tiny_translation(tmp_path) -> TinyCase:
+    import appkit
+
+    mt = appkit.load("translation", make_tiny_marian_folder(tmp_path / "tiny-marian"))
+    train = toy_pairs()
+    return TinyCase(task=mt, train=train, inputs=list(train.source[:3]), bad_input="   ", bad_match="empty text",
+                    result_keys={"translation"}, metric_keys={"bleu", "chrf"}, input_column="source")
+
+
+TINY["translation"] = tiny_translation

@@ -151,7 +151,10 @@ class Task:
         if model is None:
             model = DEFAULT_MODEL.get(cls.task)
             if model is None:
-                raise ModelError(_msg(f"No default model for {cls.task!r}", fix="pass model='<hub id or folder>'"))
+                names = [r["name"] for r in _models_for(cls.task)]
+                raise ModelError(_msg(f"No model is packaged offline for {cls.task!r}, so there is no default",
+                                      fix=f"pass model='<hub id or folder>', e.g. one of {names} (needs internet once) "
+                                          "or a folder saved by .save()"))
         entry = find_model(str(model))
         if entry is not None:
             if entry.task != cls.task:
@@ -614,3 +617,54 @@ def _ece(conf, correct, bins: int = 10) -> float:
         if m.any():
             total += m.mean() * abs(conf[m].mean() - correct[m].mean())
     return float(total)
+
+
+class TextTargetTask(Task):
+    """Shared by speech recognition and translation: the target is text, learnt as token ids."""
+    best_metric: ClassVar[str] = "eval_loss"
+    _has_trainer_metrics: ClassVar[bool] = False
+
+    def _prepare_targets(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None):
+        from ..data import check_text, warn_shared_duplicates
+
+        out = []
+        for df, where in ((train_df, "training data"), (eval_df, "evaluation data")):
+            if df is None:
+                out.append(None)
+                continue
+            check_text(list(df[self.target_column]), where=where, column=self.target_column)
+            self._check_training_inputs(df, where=where)
+            out.append([self._label_ids(t, where=f"row {i} of the {where}") for i, t in enumerate(df[self.target_column])])
+        if eval_df is not None:
+            warn_shared_duplicates(list(map(self._dedup_key, train_df[self.input_column])),
+                                   list(map(self._dedup_key, eval_df[self.input_column])), what="examples")
+        return out[0], out[1]
+
+    def _check_training_inputs(self, df: pd.DataFrame, *, where: str) -> None:
+        """Checks of the inputs that only training needs (e.g. a length the model can learn from)."""
+
+    def _label_ids(self, text: str, *, where: str) -> list[int]:
+        raise NotImplementedError
+
+    def _class_weights(self, targets):
+        return None
+
+    def _step_loss(self, model, inputs: dict, weights):
+        loss = model(**inputs).loss
+        return loss, {"loss": loss}
+
+    def _check_eval_targets(self, df: pd.DataFrame) -> None:
+        from ..data import check_text
+
+        check_text(list(df[self.target_column]), where="evaluation data", column=self.target_column)
+
+
+def pad_labels(seqs: list[list[int]]):
+    """Token-id targets -> one tensor, padded with -100 (what the loss ignores)."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return out

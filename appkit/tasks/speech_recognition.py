@@ -35,7 +35,8 @@ import pandas as pd
 from .. import media
 from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
 from ..registry import register_task
-from .base import Pieces, Task, _bf16_ok, quiet_transformers
+from ..report import word_diff_html
+from .base import Pieces, TextTargetTask, _bf16_ok, pad_labels, quiet_transformers
 
 _CHUNKING = ("vad", "fixed")
 _TASKS = ("transcribe", "translate")
@@ -64,18 +65,16 @@ class _Clip:
 
 
 @register_task("speech-recognition")
-class SpeechRecognition(Task):
+class SpeechRecognition(TextTargetTask):
     input_column = "audio"
     target_column = "text"
     default_batch_size = 8
     load_options: ClassVar[tuple[str, ...]] = ("language",)
     predict_options: ClassVar[tuple[str, ...]] = ("return_timestamps", "language", "task", "max_new_tokens",
                                                   "num_beams", "chunking", "pack")
-    best_metric: ClassVar[str] = "eval_loss"
     default_learning_rate: ClassVar[dict] = {"head": 1e-4, "full": 1e-5}
     default_train_batch_size: ClassVar[dict] = {"head": 8, "full": 8}
     default_epochs: ClassVar[dict] = {"head": 5, "full": 3}
-    _has_trainer_metrics: ClassVar[bool] = False
 
     def __init__(self, model, processor, *, kind: str, language: str | None = None, **kw):
         super().__init__(model, processor, **kw)
@@ -434,25 +433,12 @@ class SpeechRecognition(Task):
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ training
-    def _prepare_targets(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None):
-        from ..data import check_text, warn_shared_duplicates
-
-        out = []
-        for df, where in ((train_df, "training data"), (eval_df, "evaluation data")):
-            if df is None:
-                out.append(None)
-                continue
-            check_text(list(df[self.target_column]), where=where, column=self.target_column)
-            for i, item in enumerate(df[self.input_column]):
-                audio = media.open_audio(item, where=f"row {i} of the {where}")
-                if audio.duration > self.window_s:
-                    raise MediaError(_msg(f"{_cap(audio.name)} is {audio.duration:.0f} s long; training clips must be at most "
-                                          f"{self.window_s:.0f} s", fix="cut long recordings into sentences with their own transcripts"))
-            out.append([self._label_ids(t, where=f"row {i} of the {where}") for i, t in enumerate(df[self.target_column])])
-        if eval_df is not None:
-            warn_shared_duplicates([str(x) for x in train_df[self.input_column]],
-                                   [str(x) for x in eval_df[self.input_column]], what="recordings")
-        return out[0], out[1]
+    def _check_training_inputs(self, df: pd.DataFrame, *, where: str) -> None:
+        for i, item in enumerate(df[self.input_column]):
+            audio = media.open_audio(item, where=f"row {i} of the {where}")
+            if audio.duration > self.window_s:
+                raise MediaError(_msg(f"{_cap(audio.name)} is {audio.duration:.0f} s long; training clips must be at most "
+                                      f"{self.window_s:.0f} s", fix="cut long recordings into sentences with their own transcripts"))
 
     def _label_ids(self, text: str, *, where: str) -> list[int]:
         tok = self.processor.tokenizer
@@ -469,13 +455,10 @@ class SpeechRecognition(Task):
                                  fix="split the recording and its transcript into shorter pieces"))
         return ids
 
-    def _class_weights(self, targets):
-        return None
-
     def _train_collate(self, units, targets, train: bool):
         batch = self._collate(units)
         batch.pop("seconds", None)
-        batch["labels"] = _pad_labels(targets)
+        batch["labels"] = pad_labels(targets)
         return batch
 
     def _features(self, batch):
@@ -494,14 +477,13 @@ class SpeechRecognition(Task):
         import torch
 
         feats, ys = zip(*pairs)
-        return {"features": torch.stack(list(feats)).float(), "labels": _pad_labels(list(ys))}
+        return {"features": torch.stack(list(feats)).float(), "labels": pad_labels(list(ys))}
 
     def _step_loss(self, model, inputs: dict, weights):
         if "features" in inputs:        # strategy "head": the frozen encoder's outputs were cached
             loss = model.head(inputs["features"], inputs["labels"])
-        else:
-            loss = model(**inputs).loss
-        return loss, {"loss": loss}
+            return loss, {"loss": loss}
+        return super()._step_loss(model, inputs, weights)
 
     def _after_fit(self, run) -> None:
         self._fast = None                # the bf16 copy holds the old weights
@@ -510,11 +492,6 @@ class SpeechRecognition(Task):
         return {"language": self.language, "kind": self.kind}
 
     # ------------------------------------------------------------------ evaluation
-    def _check_eval_targets(self, df: pd.DataFrame) -> None:
-        from ..data import check_text
-
-        check_text(list(df[self.target_column]), where="evaluation data", column=self.target_column)
-
     def _eval_table(self, df: pd.DataFrame, results: list) -> pd.DataFrame:
         from ..metrics import wer_cer
 
@@ -556,23 +533,6 @@ class SpeechRecognition(Task):
 
 
 # ---------------------------------------------------------------------- helpers
-def word_diff_html(reference: str, hypothesis: str) -> str:
-    """Reference vs hypothesis on normalised words: <del> for missed/wrong words, <ins> for what came instead."""
-    from ..metrics import _normalise_text
-
-    ref, hyp = _normalise_text(reference).split(), _normalise_text(hypothesis).split()
-    out = []
-    for op, a, b, c, d in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
-        if op == "equal":
-            out.append(html.escape(" ".join(ref[a:b])))
-            continue
-        if b > a:
-            out.append(f"<del>{html.escape(' '.join(ref[a:b]))}</del>")
-        if d > c:
-            out.append(f"<ins>{html.escape(' '.join(hyp[c:d]))}</ins>")
-    return " ".join(out)
-
-
 def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]:
     """Which clip each timestamped segment of a packed window belongs to.
 
@@ -634,16 +594,6 @@ def _ctc_blank_specials(ids: list[int], tok) -> list[int]:
     blank = tok.pad_token_id
     specials = set(tok.all_special_ids) - {blank, getattr(tok, "word_delimiter_token_id", None)}  # "|" is a space
     return [blank if i in specials else i for i in ids]
-
-
-def _pad_labels(seqs: list[list[int]]):
-    import torch
-
-    width = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), width), -100, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
 
 
 def _upper_vocab(tok) -> bool:

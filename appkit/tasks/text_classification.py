@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import ClassVar
 
-from ..errors import DataError, ModelError, _cap, _msg
+from ..errors import DataError, ModelError, _msg
 from ..registry import register_task
 from .base import ClassificationTask
 
@@ -90,14 +90,9 @@ class TextClassification(ClassificationTask):
 
     # ------------------------------------------------------------------ hooks
     def _preprocess(self, item, *, where: str, **_):
-        if not isinstance(item, str):
-            raise DataError(_msg(f"{_cap(where)} is a {type(item).__name__} ({item!r:.60}), not text",
-                                 expected="a string (or a list of strings)",
-                                 fix="convert it with str(), or drop missing values first (df.dropna())"))
-        if not item.strip():
-            raise DataError(_msg(f"{_cap(where)} is empty text", expected="at least one word",
-                                 fix="remove empty texts before predicting"))
-        return item
+        from ..data import check_text_item
+
+        return check_text_item(item, where=where)
 
     def _length(self, unit) -> int:
         return len(unit)
