@@ -144,14 +144,14 @@ def check_known_labels(labels: list, known: list[str], *, where: str) -> None:
             ))
 
 
-def warn_shared_duplicates(train_keys: list, eval_keys: list, *, what: str = "texts") -> int:
+def warn_shared_duplicates(train_keys: list, eval_keys: list, *, what: str = "texts", column: str = "text") -> int:
     """Examples in both train and eval make scores look better than they are."""
     shared = set(map(str, train_keys)) & set(map(str, eval_keys))
     if shared:
         warnings.warn(
             f"{len(shared)} {what if len(shared) > 1 else what.rstrip('s')} "
             f"{'appear' if len(shared) > 1 else 'appears'} in both the training and the evaluation data, so the evaluation "
-            "overstates accuracy. Remove them from one side (e.g. test[~test.text.isin(train.text)]).",
+            f"overstates accuracy. Remove them from one side (e.g. test[~test[{column!r}].isin(train[{column!r}])]).",
             UserWarning, stacklevel=3,
         )
     return len(shared)

@@ -130,9 +130,13 @@ CATALOGUE += [
         hub_id="Helsinki-NLP/opus-mt-en-de",
     ),
     ModelEntry(
-        "m2m100-418m", "translation", "hub:facebook/m2m100_418M", "MIT", "418M params",
-        "M2M100, any of 100 languages to any other: src_lang='en', tgt_lang='de' (needs internet once)",
-        hub_id="facebook/m2m100_418M",
+        "opus-mt-de-en", "translation", "hub:Helsinki-NLP/opus-mt-de-en", "CC-BY-4.0", "74M params",
+        "Marian German to English from OPUS (needs internet once)", hub_id="Helsinki-NLP/opus-mt-de-en",
+    ),
+    ModelEntry(
+        "t5-small", "translation", "hub:google-t5/t5-small", "Apache-2.0", "60M params",
+        "T5 small: English to German, French or Romanian with prefix='translate English to German: ' "
+        "(needs internet once)", hub_id="google-t5/t5-small",
     ),
 ]
 

@@ -120,11 +120,16 @@ def table_html(df, *, escape_cols: tuple = (), raw_cols: tuple = ()) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def word_diff_html(reference: str, hypothesis: str) -> str:
-    """Reference vs hypothesis on normalised words: <del> for missed/wrong words, <ins> for what came instead."""
+def word_diff_html(reference: str, hypothesis: str, *, normalise: bool = True) -> str:
+    """Reference vs hypothesis word by word: <del> for missed/wrong words, <ins> for what came instead.
+
+    normalise=True compares words as WER does (lower case, no punctuation, numbers as English words);
+    False compares them as written (translation: case and punctuation are part of the result)."""
     from .metrics import _normalise_text
 
-    ref, hyp = _normalise_text(reference).split(), _normalise_text(hypothesis).split()
+    if normalise:
+        reference, hypothesis = _normalise_text(reference), _normalise_text(hypothesis)
+    ref, hyp = reference.split(), hypothesis.split()
     out = []
     for op, a, b, c, d in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
         if op == "equal":

@@ -501,7 +501,8 @@ class ClassificationTask(Task):
             check_known_labels(ey, labels, where="evaluation data")
             eval_y = [index[v] for v in ey]
             warn_shared_duplicates(list(map(self._dedup_key, train_df[self.input_column])),
-                                   list(map(self._dedup_key, eval_df[self.input_column])), what="examples")
+                                   list(map(self._dedup_key, eval_df[self.input_column])), what="examples",
+                                   column=self.input_column)
         return [index[v] for v in y], eval_y
 
     def _set_config_labels(self, labels: list[str]) -> None:
@@ -637,7 +638,8 @@ class TextTargetTask(Task):
             out.append([self._label_ids(t, where=f"row {i} of the {where}") for i, t in enumerate(df[self.target_column])])
         if eval_df is not None:
             warn_shared_duplicates(list(map(self._dedup_key, train_df[self.input_column])),
-                                   list(map(self._dedup_key, eval_df[self.input_column])), what="examples")
+                                   list(map(self._dedup_key, eval_df[self.input_column])), what="examples",
+                                   column=self.input_column)
         return out[0], out[1]
 
     def _check_training_inputs(self, df: pd.DataFrame, *, where: str) -> None:

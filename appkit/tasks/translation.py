@@ -1,13 +1,16 @@
-"""Translation: any transformers sequence-to-sequence model (Marian ``Helsinki-NLP/opus-mt-*``, BART,
-T5, M2M100, NLLB) by hub id or folder.
+"""Translation: a transformers text-to-text model for one language pair (Marian
+``Helsinki-NLP/opus-mt-<src>-<tgt>``, or T5 with its task ``prefix=``) by hub id or folder.
 
 No neural text-to-text translation model is packaged offline (shared/MODELS.md), so the task has
 no default model: name one (it downloads once), or a folder such as one saved by ``.save()``.
 ``predict`` takes texts; each result is ``{"translation": str}``. Texts are batched by length,
 decoded with the model's own generation settings (``num_beams=`` overrides them) and a budget of
 new tokens that grows with the source's length; on CPUs with native bfloat16 under autocast.
-Models that translate between many languages (M2M100, NLLB, mBART) take ``src_lang=`` /
-``tgt_lang=`` in their own codes (e.g. ``"deu_Latn"`` for NLLB, ``"de"`` for M2M100).
+With greedy decoding a text's budget is its own, so its result does not depend on its batch;
+beam search and bf16 padding can change a result slightly with its batch-mates.
+Models that translate between many languages (M2M100, NLLB, mBART-50) need language codes on
+both sides of training and generation that appkit does not handle yet: they are refused with a
+pointer to one-pair models.
 
 Fine-tuning trains every weight (``strategy="full"``) on ``source`` / ``target`` pairs; the
 saved folder is a plain transformers folder (``AutoModelForSeq2SeqLM`` + ``AutoTokenizer`` load it;
@@ -35,21 +38,22 @@ class Translation(TextTargetTask):
     target_column = "target"
     default_batch_size = 16
     strategies: ClassVar[tuple[str, ...]] = ("full",)
-    load_options: ClassVar[tuple[str, ...]] = ("src_lang", "tgt_lang")
-    predict_options: ClassVar[tuple[str, ...]] = ("num_beams", "max_new_tokens", "tgt_lang")
+    load_options: ClassVar[tuple[str, ...]] = ("prefix",)
+    predict_options: ClassVar[tuple[str, ...]] = ("num_beams", "max_new_tokens")
     default_learning_rate: ClassVar[dict] = {"full": 5e-5}
     default_train_batch_size: ClassVar[dict] = {"full": 16}
     default_epochs: ClassVar[dict] = {"full": 3}
 
-    def __init__(self, model, tokenizer, *, src_lang: str | None = None, tgt_lang: str | None = None, **kw):
+    def __init__(self, model, tokenizer, *, prefix: str = "", **kw):
         super().__init__(model, tokenizer, **kw)
-        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.prefix = prefix              # T5's task prefix, e.g. "translate English to German: "
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def _load(cls, source, *, labels, meta, device, src_lang=None, tgt_lang=None):
+    def _load(cls, source, *, labels, meta, device, prefix=None):
         import torch
         from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES as TEXT_TO_TEXT
 
         if labels is not None:
             raise DataError(_msg("translation has no labels", fix="drop labels=...; the target texts are what it learns"))
@@ -57,8 +61,9 @@ class Translation(TextTargetTask):
             config = AutoConfig.from_pretrained(source)
         except Exception as exc:
             raise cls._hub_error(source, exc) from None
-        if not getattr(config, "is_encoder_decoder", False):
-            raise ModelError(_msg(f"{str(source)!r} is a {config.model_type} model, not a sequence-to-sequence model",
+        if config.model_type not in TEXT_TO_TEXT:
+            hint = " (a speech model: appkit.load('speech-recognition', ...))" if "whisper" in config.model_type else ""
+            raise ModelError(_msg(f"{str(source)!r} is a {config.model_type} model{hint}, not a text-to-text model",
                                   expected="an encoder-decoder model that writes text, e.g. 'Helsinki-NLP/opus-mt-en-de'",
                                   fix="see appkit.list_models('translation')"))
         try:
@@ -66,30 +71,20 @@ class Translation(TextTargetTask):
             tokenizer = AutoTokenizer.from_pretrained(source)
         except Exception as exc:
             raise cls._hub_error(source, exc) from None
-        inst = cls(model, tokenizer, src_lang=src_lang or meta.get("src_lang"), tgt_lang=tgt_lang or meta.get("tgt_lang"),
-                   labels=None, meta={**meta, "source": str(source)}, device=device, precision="auto")
-        inst._set_languages(inst.tgt_lang)
-        return inst
-
-    def _set_languages(self, tgt_lang) -> int | None:
-        """Many-language models: the tokenizer reads src_lang; generation starts with tgt_lang's token."""
-        if self.src_lang is not None:
-            if not hasattr(self.processor, "src_lang"):
-                raise ModelError(_msg(f"src_lang={self.src_lang!r} was given, but this model translates one language pair",
-                                      fix="drop src_lang= (and tgt_lang=); they are for M2M100, NLLB or mBART models"))
-            self.processor.src_lang = self.src_lang
-        if tgt_lang is None:
-            return None
-        tok = self.processor
-        code = getattr(tok, "lang_code_to_id", {}).get(tgt_lang)
-        if code is None:
-            ids = tok.convert_tokens_to_ids([tgt_lang, f"__{tgt_lang}__"])
-            code = next((i for i in ids if i is not None and i != tok.unk_token_id), None)
-        if code is None:
-            raise ModelError(_msg(f"tgt_lang={tgt_lang!r} is not a language this model knows",
-                                  fix="use the model's own code, e.g. 'deu_Latn' for NLLB, 'de' for M2M100; "
-                                      "one-pair models such as opus-mt need no tgt_lang"))
-        return code
+        if hasattr(tokenizer, "src_lang") and getattr(model.generation_config, "forced_bos_token_id", None) is None:
+            raise ModelError(_msg(f"{str(source)!r} translates between many languages ({type(tokenizer).__name__}); "
+                                  "appkit does not handle their language codes yet",
+                                  fix="use a model for one language pair, e.g. 'Helsinki-NLP/opus-mt-en-de' "
+                                      "(~1,000 pairs: opus-mt-<src>-<tgt>)"))
+        prefix = prefix if prefix is not None else meta.get("prefix", "")
+        if config.model_type in ("t5", "mt5", "umt5", "longt5") and not prefix:
+            known = [p.get("prefix") for k, p in (getattr(config, "task_specific_params", None) or {}).items()
+                     if k.startswith("translation") and p.get("prefix")]
+            raise ModelError(_msg(f"{str(source)!r} is a T5 model: it translates only when each text starts with its task",
+                                  fix="pass prefix=..., e.g. " + (" or ".join(repr(p) for p in known) if known
+                                                                  else "'translate English to German: '")))
+        return cls(model, tokenizer, prefix=prefix, labels=None, meta={**meta, "source": str(source)}, device=device,
+                   precision="auto")
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -101,7 +96,7 @@ class Translation(TextTargetTask):
     def _preprocess(self, item, *, where: str, **_):
         from ..data import check_text_item
 
-        text = check_text_item(item, where=where)
+        text = self.prefix + check_text_item(item, where=where)
         n = len(self.processor(text).input_ids)
         if n > self.max_tokens:   # cut silently, its end would be missing from the translation
             raise DataError(_msg(f"{_cap(where)} is {n} tokens long; the model reads at most {self.max_tokens}",
@@ -114,23 +109,34 @@ class Translation(TextTargetTask):
     def _collate(self, units):
         return self.processor(units, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
 
-    def _forward(self, batch, *, num_beams: int | None = None, max_new_tokens: int | None = None, tgt_lang=None, **_):
+    def _check_predict_options(self, options: dict, errors: str) -> None:
+        super()._check_predict_options(options, errors)
+        for key in ("max_new_tokens", "num_beams"):
+            v = options.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise DataError(_msg(f"{key}={v!r} must be a whole number of at least 1", fix=f"e.g. {key}=4"))
+        if (options.get("max_new_tokens") or 0) > self.max_tokens:
+            raise DataError(_msg(f"max_new_tokens={options['max_new_tokens']} is more than this model writes "
+                                 f"({self.max_tokens} tokens)", fix=f"use at most max_new_tokens={self.max_tokens}"))
+
+    def _forward(self, batch, *, num_beams: int | None = None, max_new_tokens: int | None = None, **_):
         from .base import quiet_transformers
 
         batch = dict(batch)
-        limit = self.max_tokens
-        # each text's own budget, so a result never depends on the texts batched with it
-        budgets = [min(limit, max_new_tokens or int(_GROWTH * n) + 10) for n in batch["attention_mask"].sum(1).tolist()]
+        budgets = [min(self.max_tokens, max_new_tokens or int(_GROWTH * n) + 10)
+                   for n in batch["attention_mask"].sum(1).tolist()]
         kwargs = {"max_new_tokens": max(budgets), "do_sample": False}
         if num_beams is not None:
             kwargs["num_beams"] = num_beams
-        forced = self._set_languages(tgt_lang or self.tgt_lang)
-        if forced is not None:
-            kwargs["forced_bos_token_id"] = forced
         with quiet_transformers():   # notices about its own generation defaults, nothing a user can act on
             ids = self.model.generate(**batch, **kwargs)
-        # the decoder's start token + the budget, less the end token that models such as Marian force in the last slot
-        return [seq[:b] for seq, b in zip(ids, budgets)]
+        beams = num_beams or getattr(self.model.generation_config, "num_beams", 1) or 1
+        if beams > 1:
+            return ids      # beams of a longer budget are not cut: a cut mid-sentence is worse than a longer one
+        # greedy: each text's own budget (the decoder's start token + b new tokens; models such as Marian force
+        # their end token into the last slot, so a cut there keeps b - 1 words, as a run on its own would)
+        forced = getattr(self.model.generation_config, "forced_eos_token_id", None) is not None
+        return [seq[:b if forced else b + 1] for seq, b in zip(ids, budgets)]
 
     def _postprocess(self, ids, units, **_):
         texts = self.processor.batch_decode(ids, skip_special_tokens=True)
@@ -156,7 +162,7 @@ class Translation(TextTargetTask):
         return {**self._collate(units), "labels": pad_labels(targets)}
 
     def _save_meta(self) -> dict:
-        return {"src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
+        return {"prefix": self.prefix}
 
     # ------------------------------------------------------------------ evaluation
     def _eval_table(self, df: pd.DataFrame, results: list) -> pd.DataFrame:
@@ -188,7 +194,8 @@ class Translation(TextTargetTask):
 
         shown = pd.DataFrame({
             "source": [html.escape(s) for s in worst["input"]],
-            "reference vs translation": [word_diff_html(r, h) for r, h in zip(worst["reference"], worst["prediction"])],
+            "reference vs translation": [word_diff_html(r, h, normalise=False)
+                                         for r, h in zip(worst["reference"], worst["prediction"])],
             "chrF": worst["chrf"].values,
         })
         return ("<p><del>struck</del>: words of the reference the model did not write; <ins>green</ins>: what it wrote "

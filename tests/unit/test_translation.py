@@ -64,16 +64,18 @@ def test_batching_never_changes_a_result(mt):
 
 
 def test_wrong_models_and_options_are_named_with_the_fix(mt, tmp_path, folder):
-    with pytest.raises(ModelError, match=re.escape("not a sequence-to-sequence model")):
+    with pytest.raises(ModelError, match=re.escape("is a bert model, not a text-to-text model")):
         appkit.load("translation", make_tiny_bert_folder(tmp_path / "bert"))
     with pytest.raises(ModelError, match=r"No model is packaged offline.*opus-mt-en-de"):
         appkit.load("translation")
-    with pytest.raises(ModelError, match="one language pair"):
+    with pytest.raises(AppkitError, match=r"Unknown option.*src_lang"):
         appkit.load("translation", folder, src_lang="en")
-    with pytest.raises(ModelError, match=r"tgt_lang='xx' is not a language this model knows"):
-        mt.predict("yes", tgt_lang="xx")
     with pytest.raises(AppkitError, match=r"Available: .*num_beams"):
         mt.predict("yes", beams=4)
+    with pytest.raises(DataError, match=r"max_new_tokens=0 must be a whole number of at least 1"):
+        mt.predict("yes", max_new_tokens=0)
+    with pytest.raises(DataError, match=r"max_new_tokens=100 is more than this model writes \(64 tokens\)"):
+        mt.predict("yes", max_new_tokens=100)
     with pytest.raises(DataError, match="translation has no labels"):
         appkit.load("translation", folder, labels=["a", "b"])
 
@@ -101,3 +103,38 @@ def test_a_text_longer_than_the_model_reads_is_named_not_cut(mt):
     with pytest.warns(UserWarning, match="Skipped 1 of 2"):
         out = mt.predict(["yes", long], errors="skip")
     assert out[1] is None and isinstance(out[0]["translation"], str)
+
+
+def test_max_new_tokens_bounds_the_output_and_beams_run(mt):
+    short = mt.predict("left right up down", max_new_tokens=4)["translation"]
+    longer = mt.predict("left right up down", max_new_tokens=12)["translation"]
+    # byte-level vocabulary: a token is at most one character (a cut byte sequence reads as U+FFFD)
+    assert len(short) <= 4 and longer.startswith(short.rstrip("\ufffd"))
+    assert isinstance(mt.predict("left right", num_beams=3)["translation"], str)
+
+
+def test_t5_needs_its_task_prefix_and_gets_it_everywhere(tmp_path):
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path / "t5"
+    AutoTokenizer.from_pretrained(make_tiny_marian_folder(tmp_path / "marian")).save_pretrained(folder)
+    cfg = T5Config(vocab_size=270, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, pad_token_id=0,
+                   eos_token_id=1, decoder_start_token_id=0,
+                   task_specific_params={"translation_en_to_de": {"prefix": "translate English to German: "}})
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(cfg).save_pretrained(folder)
+    with pytest.raises(ModelError, match=r"T5 model.*prefix=.*'translate English to German: '"):
+        appkit.load("translation", folder)
+    mt = appkit.load("translation", folder, prefix="translate English to German: ")
+    assert mt._preprocess("yes", where="input 0") == "translate English to German: yes"
+    assert isinstance(mt.predict("yes")["translation"], str)
+    back = appkit.load("translation", mt.save(tmp_path / "saved"))
+    assert back.prefix == "translate English to German: "                 # saved with the model
+
+
+def test_worst_sentences_show_differences_as_written():
+    from appkit.report import word_diff_html
+
+    assert word_diff_html("Datei 3 öffnen.", "datei 3 öffnen", normalise=False) == "<del>Datei</del> <ins>datei</ins> 3 <del>öffnen.</del> <ins>öffnen</ins>"
+    assert word_diff_html("Datei 3", "datei three") == "datei three"          # WER's normalisation, for speech
