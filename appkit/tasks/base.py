@@ -351,20 +351,23 @@ class Task:
                   learning_rate: float | None = None, batch_size: int | None = None, weight_decay: float = 0.01,
                   class_weights: str | None = "auto", early_stopping_patience: int | None = None,
                   validation_split: float = 0.0, output_dir: str | os.PathLike | None = None,
-                  resume: bool = False, columns: dict | None = None, progress: bool = True):
+                  resume: bool = False, checkpoints: bool = True, columns: dict | None = None, progress: bool = True):
         """Fine-tune on ``train``; returns a TrainingRun whose ``history`` is a DataFrame.
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
         laptop CPU); "full" trains every weight; "auto" = head on CPU, full on a GPU.
         epochs: None takes the strategy's default (``type(task).default_epochs``: many cheap
         epochs for "head", a few for "full").
+        checkpoints: a checkpoint each epoch (the last two kept) so ``resume=True`` can continue;
+        False saves the disk (a Whisper decoder's is ~340 MB) but an interrupted run then keeps only
+        the checkpoint taken when it stopped. Early stopping always keeps them (it restores the best).
         """
         from ..training import TrainConfig, fine_tune
 
         cfg = TrainConfig(epochs=epochs, strategy=strategy, seed=seed, learning_rate=learning_rate,
                           batch_size=batch_size, weight_decay=weight_decay, class_weights=class_weights,
                           early_stopping_patience=early_stopping_patience, validation_split=validation_split,
-                          output_dir=output_dir, resume=resume, progress=progress)
+                          output_dir=output_dir, resume=resume, progress=progress, checkpoints=checkpoints)
         train_df = self._read(train, columns=columns, where="training data")
         eval_df = self._read(eval_data, columns=columns, where="evaluation data") if eval_data is not None else None
         run = fine_tune(self, train_df, eval_df, cfg)

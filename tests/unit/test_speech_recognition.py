@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -477,3 +478,16 @@ def test_ctc_model_from_a_folder_predicts_fine_tunes_and_saves(tmp_path, clips):
     asr.save(tmp_path / "saved")
     back = appkit.load("speech-recognition", tmp_path / "saved")
     assert back.kind == "ctc" and back.predict(clips.audio[1])["text"] == asr.predict(clips.audio[1])["text"]
+
+
+def test_shared_recordings_are_found_by_content_not_by_how_they_print(asr, tmp_path):
+    a, b = _tone(1.0, f=300), _tone(1.0, f=300)
+    b[8000:8010] += 0.01                                              # prints like a, sounds different
+    train = pd.DataFrame({"audio": [(a, 16000), (_tone(1.0, f=500), 16000)], "text": ["yes", "no"]})
+    other = pd.DataFrame({"audio": [(b, 16000)], "text": ["yes"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asr.fine_tune(train, eval_data=other, epochs=1, output_dir=tmp_path / "r1", progress=False)
+    assert not [w for w in caught if "in both the training and the evaluation" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"1 example appears in both .*test\[~test\['audio'\]"):
+        asr.fine_tune(train, eval_data=train.head(1), epochs=1, output_dir=tmp_path / "r2", progress=False)

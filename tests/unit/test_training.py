@@ -74,3 +74,11 @@ def test_early_stopping_and_validation_split(clf, tmp_path):
     assert "eval_macro_f1" in run.history
     ax = run.plot()
     assert ax.get_xlabel() == "epoch"
+
+
+def test_checkpoints_can_be_switched_off_to_save_disk(clf, tmp_path):
+    clf.fine_tune(text_train_frame(24), strategy="full", epochs=2, checkpoints=False, output_dir=tmp_path / "off",
+                  progress=False)
+    assert not list((tmp_path / "off").glob("checkpoint-*"))
+    clf.fine_tune(text_train_frame(24), strategy="full", epochs=2, output_dir=tmp_path / "on", progress=False)
+    assert len(list((tmp_path / "on").glob("checkpoint-*"))) == 2
