@@ -286,6 +286,45 @@ def make_tiny_marian_folder(path) -> str:
     return str(path)
 
 
+def make_tiny_opus_folder(path) -> str:
+    """A random Marian with a real MarianTokenizer (SentencePiece trained here on the toy pairs), laid out as an
+    opus-mt hub folder is: source.spm, target.spm, vocab.json."""
+    import io
+    import json
+
+    import sentencepiece as spm
+    import torch
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    pairs = toy_pairs()
+    text = list(pairs.source) + list(pairs.target)
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text * 20), model_writer=proto, vocab_size=40,
+                                   model_type="unigram", character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2,
+                                   bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+    for name in ("source.spm", "target.spm"):
+        (path / name).write_bytes(proto.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    vocab.update({"<pad>": 0, "</s>": 1, "<unk>": 2})
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    tok = MarianTokenizer(str(path / "source.spm"), str(path / "target.spm"), str(path / "vocab.json"),
+                          source_lang="en", target_lang="de")
+    cfg = MarianConfig(vocab_size=len(vocab), decoder_vocab_size=len(vocab), d_model=32, encoder_layers=2,
+                       decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                       decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=0, eos_token_id=1,
+                       decoder_start_token_id=0, forced_eos_token_id=1, dropout=0.0, attention_dropout=0.0,
+                       activation_dropout=0.0, num_beams=4,
+                       tie_word_embeddings=False)  # tied, this 32-wide model plateaus (a plain torch loop too)
+    torch.manual_seed(0)
+    model = MarianMTModel(cfg).eval()
+    model.generation_config.num_beams = 4            # opus-mt decodes with beams by default
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
 def toy_pairs() -> pd.DataFrame:
     """16 short English -> German word pairs and phrases (a toy dictionary), with a slice column."""
     words = list(TOY_DICT)

@@ -9,7 +9,7 @@ import pytest
 import appkit
 from appkit.errors import AppkitError, DataError, ModelError
 
-from ..conftest import make_tiny_bert_folder, make_tiny_marian_folder, toy_pairs
+from ..conftest import make_tiny_bert_folder, make_tiny_marian_folder, make_tiny_opus_folder, toy_pairs
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +138,17 @@ def test_worst_sentences_show_differences_as_written():
 
     assert word_diff_html("Datei 3 öffnen.", "datei 3 öffnen", normalise=False) == "<del>Datei</del> <ins>datei</ins> 3 <del>öffnen.</del> <ins>öffnen</ins>"
     assert word_diff_html("Datei 3", "datei three") == "datei three"          # WER's normalisation, for speech
+
+
+def test_an_opus_mt_style_folder_with_its_sentencepiece_tokenizer(tmp_path):
+    """The layout and tokenizer of Helsinki-NLP/opus-mt-* (MarianTokenizer: source.spm, target.spm, vocab.json),
+    decoding with beams by default, as the real models do."""
+    mt = appkit.load("translation", make_tiny_opus_folder(tmp_path / "opus"))
+    assert type(mt.processor).__name__ == "MarianTokenizer"
+    pairs = toy_pairs()
+    mt.fine_tune(pairs, epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
+    got = [r["translation"] for r in mt.predict(list(pairs.source))]          # 4 beams, the model's default
+    assert sum(g == t for g, t in zip(got, pairs.target)) >= 14, list(zip(pairs.target, got))
+    back = appkit.load("translation", mt.save(tmp_path / "saved"))
+    assert type(back.processor).__name__ == "MarianTokenizer"
+    assert [r["translation"] for r in back.predict(list(pairs.source[:4]))] == got[:4]
