@@ -4,13 +4,12 @@ model work starts."""
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .errors import DataError, _msg
+from .errors import DataError, _msg, warn
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 
@@ -148,11 +147,10 @@ def warn_shared_duplicates(train_keys: list, eval_keys: list, *, what: str = "te
     """Examples in both train and eval make scores look better than they are."""
     shared = set(map(str, train_keys)) & set(map(str, eval_keys))
     if shared:
-        warnings.warn(
+        warn(
             f"{len(shared)} {what if len(shared) > 1 else what.rstrip('s')} "
             f"{'appear' if len(shared) > 1 else 'appears'} in both the training and the evaluation data, so the evaluation "
-            f"overstates accuracy. Remove them from one side (e.g. test[~test[{column!r}].isin(train[{column!r}])]).",
-            UserWarning, stacklevel=3,
+            f"overstates accuracy. Remove them from one side (e.g. test[~test[{column!r}].isin(train[{column!r}])])."
         )
     return len(shared)
 

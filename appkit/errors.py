@@ -62,3 +62,21 @@ def unknown_name(kind: str, name: object, available) -> UnknownNameError:
     if close:
         text += f" Did you mean {close[0]!r}?"
     return UnknownNameError(text)
+
+
+class AppkitWarning(UserWarning):
+    """A notice about the user's data or run (overlap between train and test, skipped inputs, ...)."""
+
+
+def warn(message: str, category: type[Warning] = AppkitWarning) -> None:
+    """Warn, pointing at the user's own line rather than at appkit's internals: the stack level is the
+    first frame outside the appkit package (Python 3.12's skip_file_prefixes, by hand for 3.10+)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)   # stacklevel 2 = warn's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

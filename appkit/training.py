@@ -18,6 +18,7 @@ Task hooks used here:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -32,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from .data import fingerprint
-from .errors import AppkitError, DataError, _msg, unknown_name
+from .errors import AppkitError, DataError, _msg, unknown_name, warn
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     class_weights: str | None = "auto"
     early_stopping_patience: int | None = None
-    validation_split: float = 0.0
+    validation_split: float | None = None   # None: auto (see _auto_validation_split)
     output_dir: str | os.PathLike | None = None
     resume: bool = False
     progress: bool = True
@@ -63,6 +64,9 @@ class TrainingRun:
     seconds: float
     interrupted: bool = False
     resumed_from_step: int | None = None
+    notes: list = field(default_factory=list)   # what the engine chose and why, in plain words
+    best_epoch: float | None = None             # the epoch whose weights the model kept
+    calibration: dict = field(default_factory=dict)  # temperature, calibration error before / after
 
     def plot(self, ax=None):
         import matplotlib.pyplot as plt
@@ -84,8 +88,12 @@ class TrainingRun:
     def _repr_html_(self) -> str:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in self.metrics.items() if isinstance(v, float))
         state = " (interrupted: resume with resume=True)" if self.interrupted else ""
+        import html
+
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return (f"<b>Fine-tuning run</b>{state}: strategy <code>{self.strategy}</code>, {self.seconds:.0f} s"
-                f"{', ' + metrics if metrics else ''}<br>" + self.history.tail(10).to_html(index=False, float_format="%.4f"))
+                f"{', ' + metrics if metrics else ''}" + (f"<ul>{notes}</ul>" if notes else "<br>")
+                + self.history.tail(10).to_html(index=False, float_format="%.4f"))
 
 
 @dataclass
@@ -104,11 +112,33 @@ class TuneResult:
 
 
 def resolve_strategy(task, strategy: str) -> str:
+    return _choose_strategy(task, strategy)[0]
+
+
+def _choose_strategy(task, strategy: str) -> tuple[str, str]:
+    """The strategy to run and, for "auto", why it was picked (shown in the run and the model card)."""
     if strategy not in ("auto", *task.strategies):
         raise unknown_name("strategy", strategy, ["auto", *task.strategies])
-    if strategy == "auto":
-        return "head" if (task.device == "cpu" and "head" in task.strategies) else "full"
-    return strategy
+    if strategy != "auto":
+        return strategy, f"strategy {strategy!r}, as asked"
+    if task.device == "cpu" and "head" in task.strategies:
+        return "head", ("strategy 'head' (auto: no GPU, so the pretrained model stays frozen, its features are "
+                        "computed once and only the classification layers are trained)")
+    return "full", f"strategy 'full' (auto: on {task.device} every weight is trained)"
+
+
+# A validation split is taken by default only where it is cheap and the data can spare it:
+# the head strategy of a classifier, with enough rows that every class keeps examples on both sides.
+_AUTO_VALIDATION = 0.2
+_AUTO_VALIDATION_MIN_ROWS = 100
+_AUTO_VALIDATION_MIN_PER_CLASS = 5
+
+
+def _auto_validation_split(task, train_df: pd.DataFrame, strategy: str) -> float:
+    if strategy != "head" or not getattr(task, "is_classifier", False) or len(train_df) < _AUTO_VALIDATION_MIN_ROWS:
+        return 0.0
+    counts = train_df[task.target_column].astype(str).value_counts()
+    return _AUTO_VALIDATION if counts.min() * _AUTO_VALIDATION >= _AUTO_VALIDATION_MIN_PER_CLASS else 0.0
 
 
 def _split_validation(task, train_df: pd.DataFrame, fraction: float, seed: int):
@@ -122,13 +152,20 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     import torch
     from transformers import set_seed
 
-    strategy = resolve_strategy(task, cfg.strategy)
+    strategy, why = _choose_strategy(task, cfg.strategy)
+    notes = [why]
     if cfg.epochs is None:
         cfg = dataclasses.replace(cfg, epochs=task.default_epochs[strategy])
     if cfg.epochs <= 0:
         raise DataError(_msg(f"epochs={cfg.epochs} must be positive", fix="e.g. epochs=3"))
-    if eval_df is None and cfg.validation_split:
-        train_df, eval_df = _split_validation(task, train_df, cfg.validation_split, cfg.seed)
+    split = cfg.validation_split
+    if split is None:
+        split = _auto_validation_split(task, train_df, strategy) if eval_df is None else 0.0
+    if eval_df is None and split:
+        n_all = len(train_df)
+        train_df, eval_df = _split_validation(task, train_df, split, cfg.seed)
+        notes.append(f"held out {len(eval_df)} of the {n_all} training rows ({split:.0%}, stratified, seed {cfg.seed}) "
+                     "to pick the best epoch and calibrate the confidence scores")
     if cfg.early_stopping_patience and eval_df is None:
         raise DataError(_msg("early_stopping_patience needs validation data",
                              fix="pass eval_data=... or validation_split=0.1"))
@@ -137,9 +174,9 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     eval_units = _preprocess_all(task, eval_df, "evaluation data") if eval_df is not None else None
 
     set_seed(cfg.seed)
-    weights = task._class_weights(train_y) if cfg.class_weights == "auto" else None
-    if cfg.class_weights not in ("auto", None):
-        raise unknown_name("class_weights", cfg.class_weights, ["auto", None])
+    if cfg.class_weights not in _CLASS_WEIGHTS:
+        raise unknown_name("class_weights", cfg.class_weights, _CLASS_WEIGHTS)
+    weights = task._class_weights(train_y, balance=cfg.class_weights) if cfg.class_weights else None
     out_dir = Path(cfg.output_dir or Path("runs") / f"{task.task}-{strategy}-{data_fingerprint(task, train_df)}")
     if strategy == "head":
         model = _HeadModel(task._head())
@@ -154,37 +191,145 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
 
     lr = cfg.learning_rate or task.default_learning_rate[strategy]
     bs = cfg.batch_size or task.default_train_batch_size[strategy]
-    trainer = _build_trainer(task, model, train_ds, eval_ds, collate, cfg, strategy, out_dir, lr, bs, weights)
+    keep_best = _KeepBest(task.best_metric, cfg.early_stopping_patience) if eval_ds is not None else None
+    trainer = _build_trainer(task, model, train_ds, eval_ds, collate, cfg, strategy, out_dir, lr, bs, weights,
+                             [keep_best] if keep_best else [])
     resume_from = _last_checkpoint(out_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
-        warnings.warn(f"resume=True but no checkpoint was found in {out_dir}; training from the start.", UserWarning, stacklevel=3)
+        warn(f"resume=True but no checkpoint was found in {out_dir}; training from the start.")
     started, interrupted = time.perf_counter(), False
     task.model.train()
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        with _dependency_notices_off():
+            trainer.train(resume_from_checkpoint=resume_from)
     except KeyboardInterrupt:
         interrupted = True
         _save_interrupted(trainer)
-        warnings.warn(
+        warn(
             f"Training was interrupted at step {trainer.state.global_step}. The model keeps the weights it had then; "
-            f"checkpoints are in {out_dir}. Run fine_tune(..., resume=True) with the same data to continue.",
-            UserWarning, stacklevel=3)
+            f"checkpoints are in {out_dir}. Run fine_tune(..., resume=True) with the same data to continue.")
     finally:
         task.model.eval()
         torch.set_grad_enabled(True)
-    seconds = time.perf_counter() - started
     history = _history(trainer.state.log_history)
-    metrics = {}
+    metrics, calibration, best_epoch = {}, {}, None
+    if keep_best is not None and not interrupted:
+        best_epoch = keep_best.restore(trainer.model)
+        if best_epoch is not None:
+            notes.append(f"kept the weights of epoch {best_epoch:g} of {cfg.epochs:g}, the best on the validation data "
+                         f"({keep_best.metric.removeprefix('eval_')} {keep_best.best:.3f})")
     if eval_ds is not None and not interrupted:
-        metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()
-                   if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))}
+        metrics, calibration = _final_evaluation(task, trainer, eval_ds)
+        if calibration:
+            notes.append(f"calibrated the confidence scores on the validation data: temperature "
+                         f"{calibration['temperature']:.2f}, calibration error {calibration['error_before']:.3f} -> "
+                         f"{calibration['error_after']:.3f}")
+    seconds = time.perf_counter() - started
     task.meta["training"] = {"strategy": strategy, "epochs": cfg.epochs, "learning_rate": lr, "batch_size": bs,
                              "seed": cfg.seed, "data_fingerprint": data_fingerprint(task, train_df), "rows": len(train_df),
+                             "validation_rows": len(eval_df) if eval_df is not None else 0, "best_epoch": best_epoch,
+                             "calibration": calibration, "class_weights": cfg.class_weights, "notes": notes,
                              "eval_metrics": metrics, "seconds": round(seconds, 1)}
     return TrainingRun(history=history, strategy=strategy, metrics=metrics, output_dir=out_dir, seconds=seconds,
                        interrupted=interrupted, params={"learning_rate": lr, "batch_size": bs, "epochs": cfg.epochs,
                                                         "weight_decay": cfg.weight_decay},
-                       resumed_from_step=int(Path(resume_from).name.split("-")[-1]) if resume_from else None)
+                       resumed_from_step=int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
+                       notes=notes, best_epoch=best_epoch, calibration=calibration)
+
+
+_CLASS_WEIGHTS = ("auto", "balanced", None)
+
+
+class _KeepBest:
+    """Keeps, in memory, the weights of the epoch that scored best on the validation data, and stops after
+    ``patience`` epochs without improvement. Built lazily as a TrainerCallback subclass (import cost)."""
+
+    def __new__(cls, metric: str, patience: int | None):
+        from transformers import TrainerCallback
+
+        class KeepBest(TrainerCallback):
+            def __init__(self):
+                self.metric, self.patience = metric, patience
+                self.best, self.best_epoch, self.state, self.waited = None, None, None, 0
+
+            def _better(self, value) -> bool:
+                if self.best is None:
+                    return True
+                return value < self.best if self.metric.endswith("loss") else value > self.best
+
+            def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+                value = (metrics or {}).get(self.metric)
+                if value is None or model is None or value != value:
+                    return
+                if self._better(value):
+                    self.best, self.best_epoch, self.waited = value, round(state.epoch or 0, 2), 0
+                    self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    self.waited += 1
+                    if self.patience and self.waited >= self.patience:
+                        control.should_training_stop = True
+
+            def restore(self, model):
+                if self.state is None:
+                    return None
+                model.load_state_dict(self.state)
+                self.state = None   # free the copy
+                return self.best_epoch
+
+        return KeepBest()
+
+
+def _final_evaluation(task, trainer, eval_ds) -> tuple[dict, dict]:
+    """Metrics of the kept weights on the validation data; for classifiers also a temperature that makes
+    the confidence scores honest (class weights and many epochs make a head overconfident), folded into
+    the final layer so the saved folder gives the calibrated scores in a plain pipeline too."""
+    out = trainer.predict(eval_ds)
+    metrics = {k.removeprefix("eval_").removeprefix("test_"): v for k, v in (out.metrics or {}).items()
+               if not k.endswith(("runtime", "per_second", "samples_per_second", "steps_per_second"))}
+    if not getattr(task, "is_classifier", False) or out.predictions is None:
+        return metrics, {}
+    import numpy as np
+
+    logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+    labels = np.asarray(out.label_ids)
+    t = fit_temperature(logits, labels)
+    before, after = _ece_of(logits, labels, 1.0), _ece_of(logits, labels, t)
+    task._scale_logits(1.0 / t)
+    metrics["calibration_error"] = after
+    return metrics, {"temperature": round(t, 4), "error_before": round(before, 4), "error_after": round(after, 4),
+                     "rows": int(len(labels))}
+
+
+def fit_temperature(logits, labels) -> float:
+    """The temperature T minimising the cross-entropy of softmax(logits / T) (Guo et al., 2017)."""
+    import torch
+
+    import numpy as np
+
+    z = torch.tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.detach().exp())
+    return t if math.isfinite(t) and 0.05 < t < 100 else 1.0
+
+
+def _ece_of(logits, labels, t: float) -> float:
+    import numpy as np
+    from scipy.special import softmax
+
+    from .tasks.base import _ece
+
+    p = softmax(np.asarray(logits, dtype=np.float64) / t, axis=-1)
+    return _ece(p.max(-1), p.argmax(-1) == np.asarray(labels))
 
 
 def data_fingerprint(task, df: pd.DataFrame) -> str:
@@ -272,29 +417,25 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
 
 
 def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, strategy: str, out_dir: Path,
-                   lr: float, bs: int, weights):
+                   lr: float, bs: int, weights, callbacks: list):
     import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from .tasks.base import _bf16_ok
 
     steps_per_epoch = max(1, math.ceil(len(train_ds) / bs))
-    best = task.best_metric
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=cfg.epochs, learning_rate=lr, per_device_train_batch_size=bs,
         per_device_eval_batch_size=max(bs, 32), weight_decay=cfg.weight_decay, warmup_steps=int(0.06 * steps_per_epoch * cfg.epochs),
         lr_scheduler_type="linear", seed=cfg.seed, data_seed=cfg.seed,
         eval_strategy="epoch" if eval_ds is not None else "no",
-        save_strategy="epoch" if (cfg.checkpoints or cfg.early_stopping_patience) else "no", save_total_limit=2,
-        save_only_model=False, load_best_model_at_end=bool(cfg.early_stopping_patience),
-        metric_for_best_model=best if cfg.early_stopping_patience else None,
-        greater_is_better=(best != "eval_loss") if cfg.early_stopping_patience else None,
+        # the best epoch is kept in memory by _KeepBest (also without checkpoints), not by reloading one
+        save_strategy="epoch" if cfg.checkpoints else "no", save_total_limit=2, save_only_model=False,
         logging_strategy="steps", logging_steps=max(1, steps_per_epoch // 4), logging_first_step=True,
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=task.device == "cpu", bf16=(strategy == "full" and task.precision != "float32" and _bf16_ok(task.device)),
         disable_tqdm=not cfg.progress, label_names=["labels"],
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
     weight_t = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
 
     class AppkitTrainer(Trainer):
@@ -302,19 +443,31 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
             loss, outputs = task._step_loss(model, dict(inputs), weight_t)
             return (loss, outputs) if return_outputs else loss
 
-    metrics_fn = None
-    if task._has_trainer_metrics:
-        def metrics_fn(ev):
-            return task._trainer_metrics(ev.predictions, ev.label_ids)
+    def metrics_fn(ev):
+        return task._trainer_metrics(ev.predictions, ev.label_ids)
 
     trainer = AppkitTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collate,
-                            compute_metrics=metrics_fn, callbacks=callbacks)
+                            compute_metrics=metrics_fn if task._has_trainer_metrics else None, callbacks=callbacks)
     if not cfg.progress:  # quiet means quiet: no per-step log lines either
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+@contextlib.contextmanager
+def _dependency_notices_off():
+    """transformers' own notices ("mtime may not be reliable on this filesystem ...") are not the user's
+    business; errors still show. Progress bars are untouched."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _last_checkpoint(out_dir: Path) -> str | None:

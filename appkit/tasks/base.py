@@ -15,10 +15,8 @@ precision, progress, errors="skip", DataFrames, saving) lives here.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +24,7 @@ import pandas as pd
 
 from .. import __version__
 from ..data import apply_columns, read_table
-from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name
+from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name, warn
 from ..registry import DEFAULT_MODEL, find_model, require_offline
 
 META_FILE = "appkit.json"
@@ -296,8 +294,8 @@ class Task:
         self.skipped = bad
         if bad:
             listed = "; ".join(f"{where} {i}: {msg}" for i, msg in bad[:5])
-            warnings.warn(f"Skipped {len(bad)} of {len(items)} inputs (their result is None; see .skipped): {listed}"
-                          + (" ..." if len(bad) > 5 else ""), UserWarning, stacklevel=3)
+            warn(f"Skipped {len(bad)} of {len(items)} inputs (their result is None; see .skipped): {listed}"
+                 + (" ..." if len(bad) > 5 else ""))
         return results
 
     def _batches(self, units: list, batch_size: int, **options) -> list[list]:
@@ -350,14 +348,20 @@ class Task:
     def fine_tune(self, train, *, eval_data=None, epochs: float | None = None, strategy: str = "auto", seed: int = 0,
                   learning_rate: float | None = None, batch_size: int | None = None, weight_decay: float = 0.01,
                   class_weights: str | None = "auto", early_stopping_patience: int | None = None,
-                  validation_split: float = 0.0, output_dir: str | os.PathLike | None = None,
+                  validation_split: float | None = None, output_dir: str | os.PathLike | None = None,
                   resume: bool = False, checkpoints: bool = True, columns: dict | None = None, progress: bool = True):
         """Fine-tune on ``train``; returns a TrainingRun whose ``history`` is a DataFrame.
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
         laptop CPU); "full" trains every weight; "auto" = head on CPU, full on a GPU.
         epochs: None takes the strategy's default (``type(task).default_epochs``: many cheap
-        epochs for "head", a few for "full").
+        epochs for "head", a few for "full"). With validation data (``eval_data``, or
+        ``validation_split``) the weights of the best epoch are kept, not the last, and a classifier's
+        confidence scores are calibrated on it (temperature scaling, folded into the saved weights).
+        validation_split: None = auto: 20% of the training rows (stratified) for a classifier's
+        "head" strategy when there are at least 100 rows and every class keeps 5 on each side; 0 = none.
+        class_weights: "auto" weighs each class by the square root of its rarity (small classes count
+        without making the model overconfident), "balanced" by its full rarity, None not at all.
         checkpoints: a checkpoint each epoch (the last two kept) so ``resume=True`` can continue;
         False saves the disk (a Whisper decoder's is ~340 MB) but an interrupted run then keeps only
         the checkpoint taken when it stopped. Early stopping always keeps them (it restores the best).
@@ -452,9 +456,10 @@ class ClassificationTask(Task):
     """Shared by text and image classification: labels, class weights, softmax results, the report."""
     is_classifier: ClassVar[bool] = True
     best_metric: ClassVar[str] = "eval_macro_f1"
-    default_learning_rate: ClassVar[dict] = {"head": 5e-4, "full": 5e-5}
+    # head: many cheap epochs, the best one kept (measured on drug reviews: best epochs 11-20 of 30 at 1e-3)
+    default_learning_rate: ClassVar[dict] = {"head": 1e-3, "full": 5e-5}
     default_train_batch_size: ClassVar[dict] = {"head": 32, "full": 16}
-    default_epochs: ClassVar[dict] = {"head": 20, "full": 3}
+    default_epochs: ClassVar[dict] = {"head": 30, "full": 3}
     predict_options: ClassVar[tuple[str, ...]] = ("top_k",)
     _has_trainer_metrics: ClassVar[bool] = True
 
@@ -518,12 +523,27 @@ class ClassificationTask(Task):
             self.mode = "trained"
         self._set_config_labels(self.labels)
 
-    def _class_weights(self, targets: list[int]):
+    def _class_weights(self, targets: list[int], *, balance: str = "auto"):
+        """"balanced": n / (k * count) per class; "auto": its square root, which lifts small classes
+        without the overconfidence full balancing caused (drug reviews: calibration error 0.22 vs 0.04)."""
         import numpy as np
 
         counts = np.bincount(targets, minlength=len(self.labels)).astype(float)
         w = len(targets) / (len(counts) * np.maximum(counts, 1))
-        return w.tolist()
+        return (np.sqrt(w) if balance == "auto" else w).tolist()
+
+    def _final_linear(self):
+        """The linear layer that produces the logits (temperature scaling is folded into it)."""
+        raise NotImplementedError
+
+    def _scale_logits(self, factor: float) -> None:
+        import torch
+
+        lin = self._final_linear()
+        with torch.no_grad():
+            lin.weight.mul_(factor)
+            if lin.bias is not None:
+                lin.bias.mul_(factor)
 
     def _step_loss(self, model, inputs: dict, weights):
         import torch.nn.functional as F
@@ -651,7 +671,7 @@ class TextTargetTask(Task):
     def _label_ids(self, text: str, *, where: str) -> list[int]:
         raise NotImplementedError
 
-    def _class_weights(self, targets):
+    def _class_weights(self, targets, *, balance: str = "auto"):
         return None
 
     def _step_loss(self, model, inputs: dict, weights):

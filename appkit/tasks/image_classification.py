@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..errors import DataError, MediaError, ModelError, NotTrainedError, _cap, _msg
+from ..errors import DataError, MediaError, ModelError, NotTrainedError, _cap, _msg, warn
 from ..registry import register_task
 from .base import ClassificationTask
 
@@ -193,9 +193,8 @@ class ImageClassification(ClassificationTask):
                 expected="at least two sub-folders (labels) with images, to learn to tell them apart",
                 fix="add a sub-folder of images for each other class"))
         if other:
-            warnings.warn(f"Ignored {len(other)} file(s) in {str(path)!r} that are not images in a label "
-                          f"sub-folder: {', '.join(other[:10])}" + (" ..." if len(other) > 10 else ""),
-                          UserWarning, stacklevel=4)
+            warn(f"Ignored {len(other)} file(s) in {str(path)!r} that are not images in a label "
+                          f"sub-folder: {', '.join(other[:10])}" + (" ..." if len(other) > 10 else ""))
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ training
@@ -242,6 +241,12 @@ class ImageClassification(ClassificationTask):
 
     def _head(self):
         return getattr(self.model, self._classifier_name())   # training it trains the saved model's head
+
+    def _final_linear(self):
+        import torch
+
+        head = getattr(self.model, self._classifier_name())
+        return head if isinstance(head, torch.nn.Linear) else [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
 
     def _head_matches(self, labels) -> bool:
         return self.model.config.num_labels == len(labels)
@@ -320,7 +325,7 @@ class ImageClassification(ClassificationTask):
                 ax.text(0.5, 0.5, "unreadable", ha="center", va="center", color="red", transform=ax.transAxes)
                 title = f"{title}\n(row {i})" if title else f"row {i}"
                 ax.set_title(title, fontsize=8, color="red")
-                warnings.warn(str(exc), UserWarning, stacklevel=2)
+                warn(str(exc))
                 continue
             ax.set_title(title, fontsize=9)
         fig.tight_layout()

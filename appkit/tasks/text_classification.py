@@ -7,6 +7,13 @@ sensible first answer; ``fine_tune`` then trains the model's own classification
 head (``strategy="head"``) or the whole model (``"full"``), after which the saved
 folder is a plain ``BertForSequenceClassification`` that ``transformers.pipeline``
 loads too.
+
+A sentence encoder trained with mean pooling (all-MiniLM-L6-v2: its folder says so in
+``1_Pooling/config.json``) never learnt to fill the [CLS] token that a stock
+classification head reads. Before training, appkit appends one parameter-free-in-spirit
+layer (:func:`append_mean_pooling_layer`) whose [CLS] output is the layer-normalised mean
+of the tokens: the head then reads what the encoder was trained to produce, and the saved
+folder is still a stock ``BertForSequenceClassification`` (one more layer in config.json).
 """
 from __future__ import annotations
 
@@ -69,6 +76,7 @@ class TextClassification(ClassificationTask):
         except Exception as exc:
             raise cls._hub_error(source, exc) from None
         meta = {**meta, "source": str(source), "labels_fixed": fixed}
+        meta.setdefault("pooling", _encoder_pooling(source, model.config))
         descriptions = label_descriptions if label_descriptions is not None else meta.get("label_descriptions")
         max_length = max_length or meta.get("max_length") or 256
         # saved with the model, so a plain pipeline(..., truncation=True) cuts texts where appkit does
@@ -120,7 +128,11 @@ class TextClassification(ClassificationTask):
         """Mean-pooled, normalised sentence embedding (how the MiniLM sentence encoder was trained)."""
         import torch.nn.functional as F
 
-        hidden = self._encoder()(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state.float()
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if _mean_layer_index(self.model.config) is None:
+            hidden = self._encoder()(**inputs).last_hidden_state.float()
+        else:  # the tokens as the encoder left them, before appkit's pooling layer
+            hidden = self._encoder()(**inputs, output_hidden_states=True).hidden_states[-2].float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
 
@@ -133,8 +145,15 @@ class TextClassification(ClassificationTask):
 
     # ------------------------------------------------------------------ head strategy
     def _features(self, batch):
-        """The first token's last hidden state: the input of the model's own classification head."""
+        """The first token's last hidden state: the input of the model's own classification head
+        (for a mean-pooling encoder, the layer-normalised mean of its tokens: see the module doc)."""
         return self._encoder()(**batch).last_hidden_state[:, 0]
+
+    def _prepare_targets(self, train_df, eval_df):
+        out = super()._prepare_targets(train_df, eval_df)
+        if self.meta.get("pooling") == "mean" and _mean_layer_index(self.model.config) is None:
+            append_mean_pooling_layer(self.model)
+        return out
 
     def _head(self):
         return _SequenceHead(self.model)
@@ -162,6 +181,9 @@ class TextClassification(ClassificationTask):
     def _feature_state(self) -> dict:
         # the pooler belongs to the head that strategy="head" trains; features come before it
         return {k: v for k, v in self._encoder().state_dict().items() if not k.startswith("pooler.")}
+
+    def _final_linear(self):
+        return _classifier_linear(self.model)
 
     def _save_meta(self) -> dict:
         return {"mode": self.mode, "label_descriptions": self.label_descriptions or None, "max_length": self.max_length,
@@ -220,3 +242,62 @@ class _SequenceHead:
                 return self.classifier(features.unsqueeze(1))
 
         return Head(model)
+
+
+# ---------------------------------------------------------------------- mean pooling, folded into the model
+_MEAN_LAYER_ATTR = "appkit_mean_pooling_layer"   # config.json: index of the appended layer
+_MEAN_SCALE = 1.0e6   # the mean outweighs the residual [CLS] by this factor before LayerNorm (scale-free)
+
+
+def _encoder_pooling(source, config) -> str:
+    """'mean' for a sentence-transformers folder that pools by mean and a BERT-style encoder we can fold it
+    into; otherwise 'cls' (what a stock classification head reads)."""
+    import json
+    from pathlib import Path
+
+    if _mean_layer_index(config) is not None:
+        return "mean"
+    pooling = Path(str(source)) / "1_Pooling" / "config.json"
+    try:
+        mean = pooling.is_file() and json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False)
+    except (OSError, ValueError):
+        mean = False
+    return "mean" if mean and config.model_type in ("bert", "roberta", "xlm-roberta") else "cls"
+
+
+def _mean_layer_index(config) -> int | None:
+    return getattr(config, _MEAN_LAYER_ATTR, None)
+
+
+def append_mean_pooling_layer(model) -> None:
+    """Append one encoder layer whose output at position 0 is LayerNorm(mean of the unmasked tokens).
+
+    Query weights of zero give every key the same score, so attention averages the unmasked tokens;
+    the output projection scales that mean by 1e6 before the residual LayerNorm, which is blind to
+    scale, so [CLS]'s own state (1e-6 of the sum) drops out; a zero feed-forward passes it through the
+    second LayerNorm unchanged. A stock BERT/RoBERTa layer, so the folder stays a plain transformers model.
+    """
+    import copy
+
+    import torch
+
+    encoder_layers = model.base_model.encoder.layer
+    layer = copy.deepcopy(encoder_layers[-1])
+    att, out = layer.attention, layer.output
+    with torch.no_grad():
+        for lin in (att.self.query, att.self.key, layer.intermediate.dense, out.dense):
+            lin.weight.zero_()
+            lin.bias.zero_()
+        att.self.value.weight.copy_(torch.eye(*att.self.value.weight.shape))
+        att.self.value.bias.zero_()
+        att.output.dense.weight.copy_(_MEAN_SCALE * torch.eye(*att.output.dense.weight.shape))
+        att.output.dense.bias.zero_()
+        for norm in (att.output.LayerNorm, out.LayerNorm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    index = len(encoder_layers)
+    if hasattr(layer.attention.self, "layer_idx"):
+        layer.attention.self.layer_idx = index
+    encoder_layers.append(layer)
+    model.config.num_hidden_layers = index + 1
+    setattr(model.config, _MEAN_LAYER_ATTR, index)

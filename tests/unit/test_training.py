@@ -61,10 +61,11 @@ def test_tune_returns_trials_and_settings_fine_tune_accepts(tmp_path):
     assert "<table" in result._repr_html_()
 
 
-def test_class_weights_are_balanced(clf):
+def test_class_weights_lift_small_classes(clf):
     clf.labels = ["a", "b"]
-    w = clf._class_weights([0, 0, 0, 1])
-    assert w[1] == pytest.approx(3 * w[0])
+    assert clf._class_weights([0, 0, 0, 1], balance="balanced")[1] == pytest.approx(3 * clf._class_weights([0, 0, 0, 1], balance="balanced")[0])
+    w = clf._class_weights([0, 0, 0, 1])     # "auto": the square root of full balancing
+    assert w[1] == pytest.approx(3 ** 0.5 * w[0])
 
 
 def test_early_stopping_and_validation_split(clf, tmp_path):
