@@ -5,7 +5,7 @@ Importing appkit is cheap: torch and transformers load only when a model does.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["load", "list_tasks", "list_models", "AppkitError", "__version__"]
+__all__ = ["load", "list_tasks", "list_models", "compare", "AppkitError", "__version__"]
 
 from .errors import AppkitError
 from .registry import list_models, list_tasks
@@ -24,3 +24,11 @@ def load(task: str, model: str | None = None, *, labels=None, device: str | None
 
     cls = get_task_class(task)
     return cls.from_pretrained(model, labels=labels, device=device, **options)
+
+
+def __getattr__(name: str):
+    if name == "compare":   # imported on first use: pandas is not needed to import appkit
+        from .evaluation import compare
+
+        return compare
+    raise AttributeError(f"module 'appkit' has no attribute {name!r}")

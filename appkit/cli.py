@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "tasks":
             print("\n".join(appkit.list_tasks()))
         elif args.cmd == "models":
-            for r in appkit.list_models(args.task):
+            for _, r in appkit.list_models(args.task).iterrows():
                 print(f"{r['name']:24s} {r['task']:22s} offline={str(r['offline']):5s} {r['licence']:12s} {r['description']}")
         elif args.cmd == "predict":
             labels = args.labels.split(",") if args.labels else None

@@ -77,3 +77,23 @@ def build_report(task, df: pd.DataFrame, results: list, *, slices: list[str]) ->
     task._report_extras(report)
     task.meta["last_evaluation"] = {"metrics": metrics, "rows": len(table)}
     return report
+
+
+def compare(reports: dict, *, baseline: bool = True) -> pd.DataFrame:
+    """Headline metrics of several reports on the same data side by side (one column per report).
+
+    For classifiers ``baseline=True`` adds the column a model must beat to be worth anything: always
+    answering the most common true label of the evaluated data."""
+    if not reports:
+        raise ValueError("compare() needs at least one report, e.g. compare({'zero-shot': report})")
+    columns = {name: dict(r.metrics) for name, r in reports.items()}
+    first = next(iter(reports.values()))
+    if baseline and "reference" in first.table and first.per_class is not None:
+        from .metrics import classification
+
+        refs = [str(v) for v in first.table["reference"]]
+        top = pd.Series(refs).value_counts().index[0]
+        columns[f"always {top!r}"] = classification(refs, [top] * len(refs), list(first.per_class["label"]))
+    frame = pd.DataFrame(columns)
+    order = [m for m in ("accuracy", "macro_f1", "calibration_error", "wer", "cer", "chrf", "bleu") if m in frame.index]
+    return frame.loc[order + [m for m in frame.index if m not in order]]

@@ -150,7 +150,14 @@ def register_model(entry: ModelEntry, *, default: bool = False) -> None:
         DEFAULT_MODEL[entry.task] = entry.name
 
 
-def list_models(task: str | None = None) -> list[dict]:
+_SHOWN_COLUMNS = ["name", "task", "default", "offline", "size", "licence", "description", "source", "install"]
+
+
+def list_models(task: str | None = None):
+    """The catalogue as a DataFrame, one row per model: ``offline`` says whether it runs here without a
+    download (its package is installed), ``default`` which one ``appkit.load(task)`` takes."""
+    import pandas as pd
+
     if task is not None and task not in _TASK_MODULES:
         raise unknown_name("task", task, _TASK_MODULES)
     rows = []
@@ -160,7 +167,12 @@ def list_models(task: str | None = None) -> list[dict]:
             row["offline"] = e.offline
             row["default"] = DEFAULT_MODEL.get(e.task) == e.name
             rows.append(row)
-    return rows
+    frame = pd.DataFrame(rows, columns=[*_SHOWN_COLUMNS, "package", "hub_id"])
+    return frame.sort_values(["task", "default", "offline"], ascending=[True, False, False], kind="stable").reset_index(drop=True)
+
+
+def model_names(task: str) -> list[str]:
+    return [e.name for e in CATALOGUE if e.task == task]
 
 
 def find_model(name: str) -> ModelEntry | None:

@@ -23,11 +23,14 @@ def test_import_is_cheap_and_loads_no_torch():
 
 def test_list_tasks_and_models():
     assert "text-classification" in appkit.list_tasks()
-    rows = appkit.list_models("text-classification")
-    names = {r["name"] for r in rows}
-    assert "minilm-l6" in names
-    row = next(r for r in rows if r["name"] == "minilm-l6")
-    assert {"name", "task", "source", "licence", "size", "offline"} <= set(row) and row["default"]
+    rows = appkit.list_models("text-classification")       # a DataFrame: it renders as a table in Jupyter
+    assert {"name", "task", "source", "licence", "size", "offline", "default"} <= set(rows.columns)
+    assert set(rows.task) == {"text-classification"}
+    row = rows.set_index("name").loc["minilm-l6"]
+    assert row["default"] and row["offline"]                 # installed by the set-up
+    assert rows.iloc[0]["name"] == "minilm-l6"               # the default is listed first
+    assert not rows.set_index("name").loc["xlm-roberta-base", "offline"]   # a hub model needs a download
+    assert len(appkit.list_models()) > len(rows)
 
 
 def test_unknown_task_suggests_the_right_one():

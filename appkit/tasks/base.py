@@ -25,7 +25,7 @@ import pandas as pd
 from .. import __version__
 from ..data import apply_columns, read_table
 from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name, warn
-from ..registry import DEFAULT_MODEL, find_model, require_offline
+from ..registry import DEFAULT_MODEL, find_model, model_names, require_offline
 
 META_FILE = "appkit.json"
 _ERRORS_MODES = ("raise", "skip")
@@ -149,7 +149,7 @@ class Task:
         if model is None:
             model = DEFAULT_MODEL.get(cls.task)
             if model is None:
-                names = [r["name"] for r in _models_for(cls.task)]
+                names = model_names(cls.task)
                 raise ModelError(_msg(f"No model is packaged offline for {cls.task!r}, so there is no default",
                                       fix=f"pass model='<hub id or folder>', e.g. one of {names} (needs internet once) "
                                           "or a folder saved by .save()"))
@@ -176,7 +176,7 @@ class Task:
             return str(path), meta
         if "/" not in str(model) or str(model).startswith((".", "~")):
             # not a folder and not shaped like a hub id: most likely a typo of a catalogue name
-            names = [e["name"] for e in _models_for(cls.task)]
+            names = model_names(cls.task)
             raise unknown_name(f"{cls.task} model (or folder)", model, names)
         return str(model), {}
 
@@ -444,12 +444,6 @@ class Task:
         shown = self.labels[:8] + (["..."] if len(self.labels or []) > 8 else []) if self.labels else None
         labels = f", {len(self.labels)} labels {shown}" if self.labels else ""
         return f"<appkit {self.task}: {name}{labels}, device={self.device}>"
-
-
-def _models_for(task: str) -> list[dict]:
-    from ..registry import list_models
-
-    return list_models(task)
 
 
 class ClassificationTask(Task):

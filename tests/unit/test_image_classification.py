@@ -260,7 +260,7 @@ def test_show_batch_returns_a_figure_with_the_labels(clf, images, bad):
 
 
 def test_catalogue_lists_the_packaged_model_as_default():
-    rows = {r["name"]: r for r in appkit.list_models("image-classification")}
-    assert rows["efficientnet-lite0"]["default"] and "vit-base" in rows
+    rows = appkit.list_models("image-classification").set_index("name")
+    assert rows.loc["efficientnet-lite0", "default"] and "vit-base" in rows.index
     with pytest.raises(AppkitError, match="Did you mean 'efficientnet-lite0'"):
         appkit.load("image-classification", "efficientnet-lite")
