@@ -421,8 +421,6 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from .tasks.base import _bf16_ok
-
     steps_per_epoch = max(1, math.ceil(len(train_ds) / bs))
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=cfg.epochs, learning_rate=lr, per_device_train_batch_size=bs,
@@ -433,7 +431,7 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
         save_strategy="epoch" if cfg.checkpoints else "no", save_total_limit=2, save_only_model=False,
         logging_strategy="steps", logging_steps=max(1, steps_per_epoch // 4), logging_first_step=True,
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
-        use_cpu=task.device == "cpu", bf16=(strategy == "full" and task.precision != "float32" and _bf16_ok(task.device)),
+        use_cpu=task.device == "cpu", bf16=(strategy == "full" and task._use_bf16()),
         disable_tqdm=not cfg.progress, label_names=["labels"],
     )
     weight_t = torch.tensor(weights, dtype=torch.float32) if weights is not None else None

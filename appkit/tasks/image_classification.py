@@ -45,6 +45,9 @@ class ImageClassification(ClassificationTask):
     default_train_batch_size: ClassVar[dict] = {"head": 32, "full": 16}
     default_epochs: ClassVar[dict] = {"head": 30, "full": 3}
     freeze_batchnorm: ClassVar[bool] = True    # "full" on small CPU batches: keep the pretrained BN statistics
+    # bf16 autocast changed 1 top-1 label in 20 on real clip art (EfficientNet-Lite0): float32 by default,
+    # made fast by channels-last memory (see _collate); precision="bfloat16" still opts in
+    auto_bf16: ClassVar[bool] = False
 
     def __init__(self, model, processor, *, mode: str, **kw):
         super().__init__(model, processor, **kw)
@@ -67,6 +70,10 @@ class ImageClassification(ClassificationTask):
             processor = _lite_processor()
         else:
             model, processor = cls._load_transformers(source)
+        if device == "cpu":   # weights in oneDNN's convolution layout too (see _collate); saves as usual
+            import torch
+
+            model.to(memory_format=torch.channels_last)
         is_classifier = any(a.endswith("ForImageClassification") for a in (model.config.architectures or [])) \
             or source == PACKAGED_LITE0
         own = [model.config.id2label[i] for i in range(len(model.config.id2label))] if is_classifier else None
@@ -141,7 +148,9 @@ class ImageClassification(ClassificationTask):
 
         x = torch.from_numpy(np.stack(units)).float()
         scale, shift = self._normaliser()
-        return {"pixel_values": x.mul_(scale).add_(shift)}
+        x = x.mul_(scale).add_(shift)
+        # channels-last: oneDNN's fast convolution layout on CPUs (1.6x in float32 here), same numbers
+        return {"pixel_values": x.contiguous(memory_format=torch.channels_last) if self.device == "cpu" else x}
 
     def _forward(self, batch, **_):
         if self.mode != "trained":

@@ -36,7 +36,7 @@ from .. import media
 from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
 from ..registry import register_task
 from ..report import word_diff_html
-from .base import Pieces, TextTargetTask, _bf16_ok, pad_labels, quiet_transformers
+from .base import Pieces, TextTargetTask, pad_labels, quiet_transformers
 
 _CHUNKING = ("vad", "fixed")
 _TASKS = ("transcribe", "translate")
@@ -259,9 +259,6 @@ class SpeechRecognition(TextTargetTask):
     # ------------------------------------------------------------------ model
     def _autocast(self):
         return contextlib.nullcontext()    # the model is cast instead (see _fast_model)
-
-    def _use_bf16(self) -> bool:
-        return self.precision == "bfloat16" or (self.precision == "auto" and _bf16_ok(self.device))
 
     def _fast_model(self):
         """A bfloat16 copy for inference (made once; fine_tune drops it), or the model itself."""

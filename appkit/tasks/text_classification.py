@@ -109,9 +109,16 @@ class TextClassification(ClassificationTask):
         return self.processor(units, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
 
     def _forward(self, batch, **_):
+        import torch
+
         if self.mode == "zero-shot":
             return self._zero_shot_logits(batch)
-        return self.model(**batch).logits
+        if not self._use_bf16():
+            return self.model(**batch).logits
+        # the encoder in bf16 (the speed), the head in float32: the scores users read stay precise
+        features = self._features(batch).float()
+        with torch.autocast(self.device.split(":")[0], enabled=False):
+            return _SequenceHead(self.model).eval()(features)
 
     def _train_collate(self, units, targets, train: bool):
         import torch
