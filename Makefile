@@ -46,8 +46,14 @@ sysdeps:
 clipart-source:
 	$(MAKE) sysdeps DEB_PACKAGES=openclipart-png
 
+# The suite runs in a shuffled order (pytest-randomly) so an order dependence shows up; the seed is printed:
+# replay an order with `make test SEED=<n>`.
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	@echo "test order seed: $(SEED)  (replay: make test SEED=$(SEED))"
+	$(PY) -m pytest -q -p no:cacheprovider --randomly-seed=$(SEED)
 
 test-unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not notebook"
