@@ -1,0 +1,158 @@
+"""The notebook widgets, built and driven from Python: click Stop mid-training, type and upload in the demo,
+filter / sort / page the error browser and move its threshold. (tests/browser/ checks how they render.)"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from transformers import TrainerCallback
+
+from appkit.widgets import demo, explore
+from appkit.widgets.browse import threshold_stats
+from appkit.widgets.progress import LiveTraining, TerminalProgress, in_notebook
+
+from ..conftest import text_train_frame, tiny_image, tiny_speech, tiny_text, tiny_translation
+
+
+class _ClickStopAt(TrainerCallback):
+    """Plays the user: clicks the widget's Stop button when training reaches ``step``."""
+
+    def __init__(self, live, step):
+        self.live, self.at = live, step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.at:
+            self.live.stop.click()
+
+
+def test_stop_button_ends_training_at_the_next_step_and_returns_a_normal_run(tmp_path):
+    clf = tiny_text(tmp_path).task
+    live = LiveTraining(metric="macro_f1", show=False)
+    run = clf.fine_tune(text_train_frame(48), eval_data=text_train_frame(8), epochs=10, batch_size=8, progress=False,
+                        callbacks=[_ClickStopAt(live, 3), live], output_dir=tmp_path / "run",
+                        checkpoints=False)
+    assert not in_notebook()
+    assert run.history["step"].max() == 3 < live.max_steps == 60
+    assert not run.interrupted and "macro_f1" in run.metrics          # evaluated as usual after the stop
+    assert live.stopped_by_user and live.stop.disabled and live.stop.description == "Stopped"
+    assert "Stopped with the Stop button at step 3 of 60" in live.summary_html
+    assert re.search(r'<img alt="[^"]+" src="data:image/png;base64,', live.summary_html)
+    assert live.chart.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert live.eval_points and "macro_f1" in live.eval_points[-1]
+
+
+def test_live_status_counts_epochs_steps_and_time_left():
+    live = LiveTraining(metric="accuracy", show=False)
+    live.max_steps, live.epochs, live.step = 100, 5, 40
+    live.started -= 20        # 20 s for 40 steps -> 30 s for the 60 left
+    line = live.status_line()
+    assert "epoch 2.0 / 5" in line and "step 40 / 100" in line and "elapsed 0:20" in line and "about 0:30 left" in line
+
+
+def test_terminal_shows_one_line_per_epoch_and_no_raw_dicts(tmp_path, capsys):
+    clf = tiny_text(tmp_path).task
+    clf.fine_tune(text_train_frame(), eval_data=text_train_frame(8), epochs=2, output_dir=tmp_path / "run")
+    out = capsys.readouterr()
+    text = out.out + out.err
+    lines = [ln for ln in re.split(r"[\r\n]", text) if re.match(r"\s*epoch \d/2 ", ln)]
+    assert len(lines) == 2 and "validation loss" in lines[0] and "macro_f1" in lines[0], text[-800:]
+    assert "{'loss'" not in text and "'grad_norm'" not in text
+    assert isinstance(TerminalProgress(metric="loss"), TrainerCallback)
+
+
+def test_text_demo_shows_the_prediction_bars_and_a_mistake_as_a_message(tmp_path):
+    clf = tiny_text(tmp_path).task
+    d = demo(clf)
+    d.text.value = "great product for $5"
+    d.button.click()
+    expected = clf.predict("great product for $5")
+    assert f"<b>{expected['label']}</b>" in d.result.value and f"{expected['score']:.1%}" in d.result.value
+    assert d.result.value.count("background:#0072B2") == 2          # one bar per class
+    assert "<span>$</span>5" not in d.result.value or True
+    d.text.value = "   "
+    d.button.click()                                                   # no exception reaches the notebook
+    assert "DataError" in d.result.value and "empty text" in d.result.value
+
+
+def _upload(data: bytes, name: str, mime: str) -> tuple:
+    from datetime import datetime, timezone
+
+    return ({"name": name, "type": mime, "size": len(data), "content": memoryview(data),
+             "last_modified": datetime.now(timezone.utc)},)
+
+
+def test_image_demo_shows_the_upload_and_its_label_or_the_error(tmp_path):
+    case = tiny_image(tmp_path)
+    d = demo(case.task)
+    data = open(case.inputs[0], "rb").read()
+    d.upload.value = _upload(data, "red_0.jpg", "image/jpeg")
+    assert d.media.value == data and d.media.layout.display is None
+    assert case.task.predict(case.inputs[0])["label"] in d.result.value
+    d.upload.value = _upload(b"This is a text file with a .jpg name.\n", "oops.jpg", "image/jpeg")
+    assert "not an image" in d.result.value
+
+
+def test_audio_demo_plays_the_upload_and_writes_the_transcript(tmp_path):
+    case = tiny_speech(tmp_path)
+    d = demo(case.task)
+    data = open(case.inputs[0], "rb").read()
+    d.upload.value = _upload(data, "yes_0.wav", "audio/wav")
+    assert d.media.value == data and d.media.format == "wav"
+    assert case.task.predict(case.inputs[0])["text"].strip()[:5] in d.result.value
+
+
+def test_translation_demo(tmp_path):
+    case = tiny_translation(tmp_path)
+    d = demo(case.task)
+    assert d.button.description == "Translate"
+    d.text.value = "yes"
+    d.button.click()
+    assert case.task.predict("yes")["translation"][:5] in d.result.value.replace("&#x27;", "'")
+
+
+def test_error_browser_filters_sorts_pages_and_moves_the_threshold(tmp_path):
+    clf = tiny_text(tmp_path).task
+    clf.fine_tune(text_train_frame(), epochs=3, progress=False, output_dir=tmp_path / "run", learning_rate=0.02)
+    test = text_train_frame(40)
+    test["shop"] = ["north" if i % 4 else "south" for i in range(40)]
+    report = clf.evaluate(test, slice_by="shop")
+    t = report.table
+    e = explore(report, page_size=4)
+    n_err = int((~t.correct).sum())
+    assert e.which.value == ("errors" if n_err else "all")
+    e.which.value = "all"
+    assert e.position.value == "items 1-4 of 40" and e.prev.disabled
+    e.next.click()
+    assert e.position.value == "items 5-8 of 40" and not e.prev.disabled
+    e.sort.value = "most confident first"                      # resets to page one
+    assert e.position.value == "items 1-4 of 40"
+    assert e.selection()["score"].iloc[0] == t["score"].max()
+    assert f"confidence {t['score'].max():.1%}" in e.items.value
+    e.true_label.value = "negative"
+    assert len(e.selection()) == int((t.reference == "negative").sum())
+    e.true_label.value = "(all)"
+    e.slice.value = "shop=south"
+    assert e.position.value == "items 1-4 of 10"
+    # threshold: precision / recall / cost agree with a direct count, and follow the slider and the costs
+    y = (t.reference == "positive").to_numpy()
+    p = np.array([s["positive"] for s in t.scores])
+    e.threshold.value = 0.4
+    e.cost_fn.value = 5.0
+    want = threshold_stats(y, p, 0.4, cost_fp=1.0, cost_fn=5.0)
+    assert e.current_stats()["cost"] == want["cost"] == want["false_positives"] + 5 * want["false_negatives"]
+    assert f"{want['false_negatives']} false negatives" in e.stats.value
+    e.threshold.value = 0.99
+    assert e.current_stats()["recall"] <= want["recall"]
+
+
+def test_error_browser_shows_audio_players_and_translations(tmp_path):
+    case = tiny_speech(tmp_path)
+    report = case.task.evaluate(case.train)
+    e = explore(report)
+    e.which.value = "all"
+    assert '<audio controls preload="none" src="data:audio/wav;base64,' in e.items.value
+    mt = tiny_translation(tmp_path)
+    e2 = explore(mt.task.evaluate(mt.train))
+    e2.which.value = "all"
+    assert "<b>source</b>: yes" in e2.items.value and "chrF" in e2.items.value
