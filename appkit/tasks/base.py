@@ -27,6 +27,7 @@ import pandas as pd
 from .. import __version__
 from ..data import apply_columns, read_table
 from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name
+from ..folders import check_model_folder, read_meta
 from ..registry import DEFAULT_MODEL, find_model, require_offline
 
 META_FILE = "appkit.json"
@@ -35,15 +36,22 @@ _ERRORS_MODES = ("raise", "skip")
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself."""
+    """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself.
+
+    Nor a prompt: for a model that asks to run its own code, transformers would ask "run the custom
+    code? [y/N]" in a notebook; with the timeout at 0 it refuses at once (appkit never runs model code)."""
+    from transformers import dynamic_module_utils
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    timeout = dynamic_module_utils.TIME_OUT_REMOTE_CODE
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    dynamic_module_utils.TIME_OUT_REMOTE_CODE = 0
     try:
         yield
     finally:
+        dynamic_module_utils.TIME_OUT_REMOTE_CODE = timeout
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
@@ -168,9 +176,10 @@ class Task:
         if path.exists():
             if not path.is_dir():
                 raise ModelError(_msg(f"{str(path)!r} is a file", expected="a model folder (as written by .save())"))
+            check_model_folder(path)
             meta = {}
             if (path / META_FILE).exists():
-                meta = json.loads((path / META_FILE).read_text())
+                meta = read_meta(path)
                 if meta.get("task") != cls.task:
                     raise ModelError(_msg(
                         f"The folder {str(path)!r} holds a {meta.get('task')} model, not {cls.task}",
@@ -370,10 +379,30 @@ class Task:
                           output_dir=output_dir, resume=resume, progress=progress, checkpoints=checkpoints)
         train_df = self._read(train, columns=columns, where="training data")
         eval_df = self._read(eval_data, columns=columns, where="evaluation data") if eval_data is not None else None
-        run = fine_tune(self, train_df, eval_df, cfg)
-        self.last_run = run
-        self._after_fit(run)
+        with self._unchanged_on_error():
+            run = fine_tune(self, train_df, eval_df, cfg)
+            self.last_run = run
+            self._after_fit(run)
         return run
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self, *, always: bool = False):
+        """A fine_tune that fails part-way (bad row, full disk, Ctrl-C while features are computed) leaves
+        the task as it was: weights, head, labels, mode and meta. (Ctrl-C *during* training is not an
+        error: the engine keeps the weights reached, to resume.) ``always``: restore on success too (tune)."""
+        import copy
+
+        before = dict(vars(self))
+        before["model"], before["meta"] = copy.deepcopy(self.model), copy.deepcopy(self.meta)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        if always:
+            self.__dict__.clear()
+            self.__dict__.update(before)
 
     def _after_fit(self, run) -> None:
         pass
@@ -389,8 +418,9 @@ class Task:
 
         train_df = self._read(train, columns=columns, where="training data")
         eval_df = self._read(eval_data, columns=columns, where="evaluation data") if eval_data is not None else None
-        return tune(self, train_df, eval_df, n_trials=n_trials, space=space, strategy=strategy, metric=metric,
-                    seed=seed, timeout=timeout, validation_split=validation_split)
+        with self._unchanged_on_error(always=True):   # trials reset the head and labels: put them back
+            return tune(self, train_df, eval_df, n_trials=n_trials, space=space, strategy=strategy, metric=metric,
+                        seed=seed, timeout=timeout, validation_split=validation_split)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, *, columns: dict | None = None, slice_by: str | list[str] | None = None,
@@ -416,8 +446,14 @@ class Task:
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike) -> Path:
         """A plain transformers folder (safetensors) plus appkit.json; reload with appkit.load(task, path)."""
+        from ..folders import atomic_folder
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(path) as tmp:   # written beside, renamed into place when complete
+            self._write_folder(tmp)
+        return path
+
+    def _write_folder(self, path: Path) -> None:
         with quiet_transformers():
             self.model.save_pretrained(path)
             if self.processor is not None:
@@ -430,7 +466,6 @@ class Task:
             **self._save_meta(),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-        return path
 
     def _save_meta(self) -> dict:
         return {}
