@@ -567,3 +567,113 @@ def test_every_task_saves_atomically_and_refuses_a_file_as_its_folder(request, t
     folder = task.save(tmp_path / "m")
     assert not list(tmp_path.glob(".m.partial-*")) and (folder / "appkit.json").exists()
     assert appkit.load(task.task, folder).task == task.task
+
+
+# ====================================================================== a failed call changes nothing
+def _state(task) -> dict:
+    return {"weights": {k: v.detach().clone() for k, v in task.model.state_dict().items()}, "labels": list(task.labels),
+            "mode": task.mode, "id2label": dict(task.model.config.id2label), "meta": json.dumps(task.meta, default=str, sort_keys=True)}
+
+
+def _assert_unchanged(task, before: dict, inputs, predictions) -> None:
+    after = _state(task)
+    assert after["labels"] == before["labels"] and after["mode"] == before["mode"]
+    assert after["id2label"] == before["id2label"] and after["meta"] == before["meta"]
+    assert after["weights"].keys() == before["weights"].keys()
+    assert all(torch_equal(after["weights"][k], before["weights"][k]) for k in before["weights"])
+    assert task.predict(inputs) == predictions
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def _boom_after(n: int, exc: BaseException):
+    calls = {"n": 0}
+
+    def maybe():
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise exc
+    return maybe
+
+
+@pytest.fixture
+def trained_clf(tmp_path):
+    """A text classifier whose head was trained on labels learnt from its data; the failing calls bring new ones."""
+    clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "b"))
+    train = text_train_frame(16).assign(label=lambda d: d.label.map({"positive": "good", "negative": "bad"}))
+    clf.fine_tune(train, strategy="head", epochs=2, progress=False, output_dir=tmp_path / "first")
+    assert clf.mode == "trained" and clf.labels == ["bad", "good"]
+    return clf
+
+
+NEW_CLASSES = text_train_frame(18).assign(label=[["joy", "anger", "fear"][i % 3] for i in range(18)])
+
+
+FAILURES = {
+    "a bad row after the labels were read": dict(data=NEW_CLASSES.assign(text=lambda d: d.text.where(d.index != 9, None)),
+                                                 raises=DataError),
+    "an evaluation row with an unknown label": dict(eval_data=NEW_CLASSES.head(3).assign(label="surprise"), raises=DataError),
+    "the disk is full while features are cached": dict(patch=("appkit.training.atomic_write_bytes", OSError(28, "No space left on device")),
+                                                       raises=OSError),
+    "Ctrl-C while features are computed": dict(patch=("features", KeyboardInterrupt()), raises=KeyboardInterrupt),
+    "a crash after some training steps (head)": dict(patch=("step", RuntimeError("CUDA error: out of memory")), raises=RuntimeError),
+    "a crash after some training steps (full)": dict(patch=("step", RuntimeError("out of memory")), strategy="full", raises=RuntimeError),
+    "the final evaluation fails": dict(patch=("transformers.Trainer.evaluate", RuntimeError("evaluation broke")),
+                                       eval_data=NEW_CLASSES.head(6), raises=RuntimeError),
+}
+
+
+@pytest.mark.parametrize("name", list(FAILURES))
+def test_a_fine_tune_that_fails_part_way_leaves_the_trained_model_as_it_was(trained_clf, monkeypatch, tmp_path, name):
+    case = FAILURES[name]
+    clf, inputs = trained_clf, ["good product", "awful drug"]
+    before, predictions = _state(clf), clf.predict(inputs)
+    if "patch" in case:
+        where, exc = case["patch"]
+        boom = _boom_after(2, exc)
+        if where == "step":
+            real = clf._step_loss
+            monkeypatch.setattr(clf, "_step_loss", lambda *a, **k: (boom(), real(*a, **k))[1])
+        elif where == "features":
+            real_f = clf._features
+            monkeypatch.setattr(clf, "_features", lambda batch: (boom(), boom(), boom(), real_f(batch))[-1])
+        else:
+            def fail(*a, **k):
+                raise exc
+            monkeypatch.setattr(where, fail)
+    with pytest.raises(case["raises"]):
+        clf.fine_tune(case.get("data", NEW_CLASSES), eval_data=case.get("eval_data"), strategy=case.get("strategy", "head"),
+                      epochs=2, batch_size=4, progress=False, output_dir=tmp_path / "second")
+    monkeypatch.undo()
+    _assert_unchanged(clf, before, inputs, predictions)
+
+
+def test_an_image_model_keeps_its_trained_head_when_fine_tune_fails(tmp_path):
+    from ..conftest import make_colour_images
+
+    img = appkit.load("image-classification", make_tiny_lite_folder(tmp_path / "lite"))   # red / blue
+    train = make_colour_images(tmp_path / "px", n=8).assign(label=lambda d: d.label.map({"red": "warm", "blue": "cold"}))
+    img.fine_tune(train, epochs=1, progress=False, output_dir=tmp_path / "r1")
+    before, predictions = _state(img), img.predict(list(train.image[:3]))
+    broken = train.assign(label=[["a", "b", "c"][i % 3] for i in range(8)])
+    broken.loc[5, "image"] = str(tmp_path / "missing.jpg")
+    with pytest.raises(DataError, match="Row 5 of the training data"):
+        img.fine_tune(broken, epochs=1, progress=False, output_dir=tmp_path / "r2")
+    _assert_unchanged(img, before, list(train.image[:3]), predictions)
+
+
+def test_tune_leaves_the_model_as_it_was_whether_it_finishes_or_fails(trained_clf, monkeypatch):
+    clf, inputs = trained_clf, ["good product", "awful drug"]
+    before, predictions = _state(clf), clf.predict(inputs)
+    result = clf.tune(NEW_CLASSES, n_trials=1, strategy="head", space={"epochs": ("int", 1, 2)})
+    assert len(result.trials) == 1
+    _assert_unchanged(clf, before, inputs, predictions)
+    real = clf._step_loss
+    boom = _boom_after(1, RuntimeError("trial crashed"))
+    monkeypatch.setattr(clf, "_step_loss", lambda *a, **k: (boom(), real(*a, **k))[1])
+    with pytest.raises(RuntimeError, match="trial crashed"):
+        clf.tune(NEW_CLASSES, n_trials=2, strategy="head", space={"epochs": ("int", 1, 2)})
+    monkeypatch.undo()
+    _assert_unchanged(clf, before, inputs, predictions)
