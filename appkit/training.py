@@ -132,6 +132,7 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     if cfg.early_stopping_patience and eval_df is None:
         raise DataError(_msg("early_stopping_patience needs validation data",
                              fix="pass eval_data=... or validation_split=0.1"))
+    set_seed(cfg.seed)   # before _prepare_targets: a head it resets is initialised from the run's seed
     train_y, eval_y = task._prepare_targets(train_df, eval_df)
     train_units = _preprocess_all(task, train_df, "training data")
     eval_units = _preprocess_all(task, eval_df, "evaluation data") if eval_df is not None else None

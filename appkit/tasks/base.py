@@ -137,7 +137,12 @@ class Task:
         source, meta = cls._resolve_source(model)
         if labels is not None:
             labels = cls._check_label_names(labels)
-        with quiet_transformers():
+        import torch
+
+        # a new head is initialised from the RNG: seeded, so loading the same model twice gives the same
+        # model and fine_tune(seed=...) repeats exactly; fork_rng leaves the user's own RNG state alone
+        with quiet_transformers(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             inst = cls._load(source, labels=labels, meta=meta, device=device, **options)
         inst.precision = precision
         inst.model.to(device).eval()
