@@ -182,15 +182,20 @@ def check_text_item(item, *, where: str) -> str:
 
 def check_text(values: list, *, where: str, column: str = "text") -> None:
     for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+            raise DataError(_msg(
+                f"Row {i} of the {where} has no text in column {column!r} (a missing value)",
+                expected="a non-empty string in every row", fix=f"drop or fill missing rows first, e.g. df.dropna(subset=[{column!r}])",
+            ))
         if not isinstance(v, str):
             raise DataError(_msg(
-                f"Row {i} of the {where} has a {type(v).__name__} ({v!r}) in column {column!r}, not text",
-                expected="a non-empty string in every row", fix="drop or fill missing rows first, e.g. df.dropna(subset=[column])",
+                f"Row {i} of the {where} has a {type(v).__name__} ({v!r:.60}) in column {column!r}, not text",
+                expected="a non-empty string in every row", fix=f"convert the column to text, e.g. df[{column!r}].astype(str)",
             ))
         if not v.strip():
             raise DataError(_msg(
                 f"Row {i} of the {where} has empty text in column {column!r}",
-                expected="a non-empty string in every row", fix="remove empty rows, e.g. df[df[column].str.strip() != '']",
+                expected="a non-empty string in every row", fix=f"remove empty rows, e.g. df[df[{column!r}].str.strip() != '']",
             ))
 
 

@@ -677,3 +677,38 @@ def test_tune_leaves_the_model_as_it_was_whether_it_finishes_or_fails(trained_cl
         clf.tune(NEW_CLASSES, n_trials=2, strategy="head", space={"epochs": ("int", 1, 2)})
     monkeypatch.undo()
     _assert_unchanged(clf, before, inputs, predictions)
+
+
+# ====================================================================== every task's fine_tune and evaluate
+def test_translation_training_and_evaluation_data_with_gaps(mt):
+    pairs = toy_pairs()
+    refused(lambda: mt.fine_tune(pairs.assign(target=lambda d: d.target.where(d.index != 4, None)), progress=False),
+            match="Row 4 of the training data has no text in column .target. \\(a missing value", kind=DataError)
+    refused(lambda: mt.fine_tune(pairs.assign(source=lambda d: d.source.where(d.index != 2, 3.0)), progress=False),
+            match="Row 2 of the training data has a float", kind=DataError)
+    refused(lambda: mt.fine_tune(pairs.drop(columns="target"), progress=False), match="no 'target' column", kind=DataError)
+    refused(lambda: mt.fine_tune(pairs.assign(target=lambda d: d.target.where(d.index != 1, "lang " * 200)), progress=False),
+            match="Row 1 of the training data has a target of .* tokens", kind=DataError)
+    refused(lambda: mt.evaluate(pairs.assign(target=""), errors="skip"), match="Row 0 of the evaluation data has empty text",
+            kind=DataError)
+    with pytest.warns(UserWarning, match="Skipped 1 of 16"):
+        report = mt.evaluate(pairs.assign(source=lambda d: d.source.where(d.index != 3, None)), errors="skip")
+    assert report.skipped == [3] and len(report.table) == 15
+
+
+def test_image_and_speech_evaluation_data_with_gaps(img, asr, tmp_path):
+    from ..conftest import make_colour_images, make_tones
+
+    images = make_colour_images(tmp_path / "px", n=6)
+    refused(lambda: img.evaluate(images.assign(label="green")), match="label 'green', which the model does not know",
+            where="Row 0 of the evaluation data", kind=DataError)
+    refused(lambda: img.evaluate(images.drop(columns="label")), match="no 'label' column", kind=DataError)
+    with pytest.warns(UserWarning, match="Skipped 1 of 6"):
+        report = img.evaluate(images.assign(image=lambda d: d.image.where(d.index != 2, str(tmp_path / "gone.png"))),
+                              errors="skip")
+    assert report.skipped == [2] and len(report.table) == 5
+    clips = make_tones(tmp_path / "clips", n=4)
+    refused(lambda: asr.evaluate(clips.rename(columns={"text": "transcript"})), match="no 'text' column.*columns=",
+            kind=DataError)
+    refused(lambda: asr.evaluate(clips.assign(text=[None, "a", "b", "c"])), match="Row 0 of the evaluation data has no text in column .text. \\(a missing value",
+            kind=DataError)
