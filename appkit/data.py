@@ -4,6 +4,9 @@ model work starts."""
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,14 @@ TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 
 def read_table(data: Any, *, where: str) -> pd.DataFrame:
     """Any supported tabular input -> a fresh DataFrame (the user's object is never changed)."""
+    df = _read_any(data, where=where)
+    if len(df) == 0:
+        raise DataError(_msg(f"The {where} has no rows", where=f"its columns are {list(df.columns)}",
+                             fix="check the filter or query that built it"))
+    return df
+
+
+def _read_any(data: Any, *, where: str) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data.copy()
     if isinstance(data, (str, Path)):
@@ -47,20 +58,87 @@ def _read_file(path: Path, *, where: str) -> pd.DataFrame:
         raise DataError(_msg(
             f"Cannot read the {where} from {str(path)!r}", expected=f"a file ending in one of {sorted(TABLE_SUFFIXES)} or a folder of labelled sub-folders",
         ))
+    if path.is_dir():
+        raise DataError(_msg(f"The {where} {str(path)!r} is a folder", expected="a CSV/JSONL file, or a folder this task reads"))
+    if path.stat().st_size == 0:
+        raise DataError(_msg(f"The {where} file {str(path)!r} is empty (0 bytes)", fix="export the data again"))
     try:
-        if suffix == ".csv":
-            df = pd.read_csv(path)
-        elif suffix == ".tsv":
-            df = pd.read_csv(path, sep="\t")
-        elif suffix == ".parquet":
+        if suffix == ".parquet":
             df = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".json"):
+            df = _read_json(_decode(path, where=where), path, where=where, lines=suffix == ".jsonl")
         else:
-            df = pd.read_json(path, lines=suffix == ".jsonl")
+            text = _decode(path, where=where)
+            sep = "\t" if suffix == ".tsv" else _sniff_separator(text)
+            # an Excel export ends in rows of bare separators (';;'): rows with no value at all are not data
+            df = pd.read_csv(io.StringIO(text), sep=sep).dropna(how="all")
+    except DataError:
+        raise
     except Exception as exc:  # pandas' parser errors name the line; keep that
-        raise DataError(_msg(f"Could not read the {where} file {str(path)!r}: {exc}", fix="check that the file is valid " + suffix[1:].upper())) from None
+        raise DataError(_msg(f"Could not read the {where} file {str(path)!r}: {str(exc).strip()}",
+                             fix="check that the file is valid " + suffix[1:].upper())) from None
     if df.empty:
         raise DataError(_msg(f"The {where} file {str(path)!r} has no rows", fix="check that it holds data below its header"))
-    return df
+    return df.reset_index(drop=True)
+
+
+def _decode(path: Path, *, where: str) -> str:
+    """A text file's content: UTF-8 (with or without BOM), UTF-16 (Excel's 'Unicode text'), else Windows-1252
+    or Latin-1 (Excel's CSV on Windows), announced, since a wrong guess shows as odd accents."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    if b"\x00" in raw[:4096]:
+        raise DataError(_msg(f"The {where} file {str(path)!r} is not a text file (it holds binary data)",
+                             expected="a CSV or JSONL text file", fix="export the data as CSV (UTF-8)"))
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad_at = exc.start
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        warnings.warn(f"The {where} file {str(path)!r} is not UTF-8 (byte {bad_at}); it was read as {encoding}. "
+                      "If accented letters look wrong, save the file as 'CSV UTF-8'.", UserWarning, stacklevel=5)
+        return text
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def _sniff_separator(text: str) -> str:
+    """The separator of the header line: ',' unless ';' (European Excel), tab or '|' is more common there."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    counts, quoted = dict.fromkeys([",", ";", "\t", "|"], 0), False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(counts, key=counts.get)
+    return best if counts[best] > counts[","] else ","
+
+
+def _read_json(text: str, path: Path, *, where: str, lines: bool) -> pd.DataFrame:
+    """JSON Lines read line by line, so an error names its line; a .json file holds a list of objects."""
+    example = "{\"text\": \"...\", \"label\": \"...\"}"
+    if not lines:
+        obj = json.loads(text)
+        return pd.DataFrame(obj) if isinstance(obj, (list, dict)) else pd.DataFrame([obj])
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise DataError(_msg(f"Line {n} of the {where} file {str(path)!r} is not valid JSON ({exc.msg}, column {exc.colno})",
+                                 expected=f"one JSON object per line, e.g. {example}", fix="fix or remove that line")) from None
+        if not isinstance(obj, dict):
+            raise DataError(_msg(f"Line {n} of the {where} file {str(path)!r} is a JSON {type(obj).__name__}, not an object",
+                                 expected=f"one JSON object per line, e.g. {example}", fix="fix or remove that line"))
+        rows.append(obj)
+    return pd.DataFrame(rows)
 
 
 def apply_columns(df: pd.DataFrame, *, required: list[str], columns: dict[str, str] | None, where: str) -> pd.DataFrame:
@@ -95,20 +173,29 @@ def check_text_item(item, *, where: str) -> str:
     if not item.strip():
         raise DataError(_msg(f"{_cap(where)} is empty text", expected="at least one word",
                              fix="remove empty texts before predicting"))
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:   # half an emoji from a broken decoding: tokenizers refuse the whole text
+        item = item.encode("utf-8", "replace").decode("utf-8")
     return item
 
 
 def check_text(values: list, *, where: str, column: str = "text") -> None:
     for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+            raise DataError(_msg(
+                f"Row {i} of the {where} has no text in column {column!r} (a missing value)",
+                expected="a non-empty string in every row", fix=f"drop or fill missing rows first, e.g. df.dropna(subset=[{column!r}])",
+            ))
         if not isinstance(v, str):
             raise DataError(_msg(
-                f"Row {i} of the {where} has a {type(v).__name__} ({v!r}) in column {column!r}, not text",
-                expected="a non-empty string in every row", fix="drop or fill missing rows first, e.g. df.dropna(subset=[column])",
+                f"Row {i} of the {where} has a {type(v).__name__} ({v!r:.60}) in column {column!r}, not text",
+                expected="a non-empty string in every row", fix=f"convert the column to text, e.g. df[{column!r}].astype(str)",
             ))
         if not v.strip():
             raise DataError(_msg(
                 f"Row {i} of the {where} has empty text in column {column!r}",
-                expected="a non-empty string in every row", fix="remove empty rows, e.g. df[df[column].str.strip() != '']",
+                expected="a non-empty string in every row", fix=f"remove empty rows, e.g. df[df[{column!r}].str.strip() != '']",
             ))
 
 

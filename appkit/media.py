@@ -145,12 +145,13 @@ def check_samples(x, *, name: str) -> None:
 
 
 def _check_rate(sr, *, name: str) -> int:
+    given = sr
     try:
         sr = int(sr)
     except (TypeError, ValueError):
         sr = 0
     if not 1000 <= sr <= 768000:
-        raise MediaError(_msg(f"{_cap(name)} has the sampling rate {sr!r}", expected="samples per second, e.g. 16000 or 44100",
+        raise MediaError(_msg(f"{_cap(name)} has the sampling rate {given!r:.40}", expected="samples per second, e.g. 16000 or 44100",
                               fix="pass (array, sampling_rate) with the rate the audio was recorded at"))
     return sr
 
@@ -240,6 +241,29 @@ def check_not_silent(x, *, name: str) -> None:
     if len(x) == 0 or float(np.abs(x).max()) < _SILENT_PEAK:
         raise MediaError(_msg(f"{_cap(name)} is silent (every sample is below -80 dBFS)",
                               expected="a recording with sound", fix="check the microphone or the export; drop the file"))
+
+
+# ------------------------------------------------------------------ images
+def crop_extreme_aspect(image, processor, *, max_ratio: float = 8.0):
+    """Centre-crop the long side of a very elongated image to ``max_ratio`` times its short side, for a
+    processor that resizes the shortest edge and then centre-crops.
+
+    Such a processor first blows a 100000x1 strip up to 25.6 million x 256 pixels (1.5 GB here)
+    and then keeps only its centre. Cropping first keeps the same centre, with margins wide enough
+    for the resampling filter, so the result is the same at a tiny fraction of the memory.
+    """
+    size = dict(getattr(processor, "size", None) or {})
+    if not (getattr(processor, "do_center_crop", False) and size.get("shortest_edge")):
+        return image
+    w, h = image.size
+    if max(w, h) <= max_ratio * min(w, h):
+        return image
+    keep = int(max_ratio * min(w, h))
+    if w > h:
+        left = (w - keep) // 2
+        return image.crop((left, 0, left + keep, h))
+    top = (h - keep) // 2
+    return image.crop((0, top, w, top + keep))
 
 
 # ------------------------------------------------------------------ long recordings

@@ -34,6 +34,7 @@ import pandas as pd
 
 from .data import fingerprint
 from .errors import AppkitError, DataError, _msg, unknown_name, warn
+from .folders import atomic_write_bytes
 
 
 @dataclass
@@ -157,8 +158,7 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     notes = [why]
     if cfg.epochs is None:
         cfg = dataclasses.replace(cfg, epochs=task.default_epochs[strategy])
-    if cfg.epochs <= 0:
-        raise DataError(_msg(f"epochs={cfg.epochs} must be positive", fix="e.g. epochs=3"))
+    _check_config(cfg)
     split = cfg.validation_split
     if split is None:
         split = _auto_validation_split(task, train_df, strategy) if eval_df is None else 0.0
@@ -170,19 +170,18 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     if cfg.early_stopping_patience and eval_df is None:
         raise DataError(_msg("early_stopping_patience needs validation data",
                              fix="pass eval_data=... or validation_split=0.1"))
+    set_seed(cfg.seed)   # before _prepare_targets: a head it resets is initialised from the run's seed
     train_y, eval_y = task._prepare_targets(train_df, eval_df)
     train_units = _preprocess_all(task, train_df, "training data")
     eval_units = _preprocess_all(task, eval_df, "evaluation data") if eval_df is not None else None
 
     set_seed(cfg.seed)
-    if cfg.class_weights not in _CLASS_WEIGHTS:
-        raise unknown_name("class_weights", cfg.class_weights, _CLASS_WEIGHTS)
     weights = task._class_weights(train_y, balance=cfg.class_weights) if cfg.class_weights else None
-    out_dir = Path(cfg.output_dir or Path("runs") / f"{task.task}-{strategy}-{data_fingerprint(task, train_df)}")
+    out_dir, cache_dir = _run_dirs(task, cfg, strategy, train_df)
     if strategy == "head":
         model = _HeadModel(task._head())
-        train_ds = _PairDataset(_cached_features(task, train_units, train_df, out_dir, "train"), train_y)
-        eval_ds = _PairDataset(_cached_features(task, eval_units, eval_df, out_dir, "eval"), eval_y) if eval_units else None
+        train_ds = _PairDataset(_cached_features(task, train_units, train_df, cache_dir, "train"), train_y)
+        eval_ds = _PairDataset(_cached_features(task, eval_units, eval_df, cache_dir, "eval"), eval_y) if eval_units else None
         collate = task._head_collate
     else:
         model = task.model
@@ -333,6 +332,45 @@ def _ece_of(logits, labels, t: float) -> float:
     return _ece(p.max(-1), p.argmax(-1) == np.asarray(labels))
 
 
+def _check_config(cfg: TrainConfig) -> None:
+    """Options are checked before anything is touched (Trainer would fail later, with its own words)."""
+    def number(name, value, *, low, integer=False, high=None, allow_none=False, example):
+        if value is None and allow_none:
+            return
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+            and (not integer or float(value).is_integer()) and value > low and (high is None or value < high)
+        if not ok:
+            bound = f"more than {low}" + (f" and less than {high}" if high is not None else "")
+            raise DataError(_msg(f"{name}={value!r} is not a valid setting",
+                                 expected=f"{'a whole number' if integer else 'a number'} {bound}", fix=f"e.g. {name}={example}"))
+
+    number("epochs", cfg.epochs, low=0, example=3)
+    number("learning_rate", cfg.learning_rate, low=0, allow_none=True, example=5e-5)
+    number("batch_size", cfg.batch_size, low=0, integer=True, allow_none=True, example=16)
+    number("weight_decay", cfg.weight_decay, low=-1e-12, example=0.01)
+    number("validation_split", cfg.validation_split, low=-1e-12, high=1, allow_none=True, example=0.2)
+    number("early_stopping_patience", cfg.early_stopping_patience, low=0, integer=True, allow_none=True, example=2)
+    if cfg.class_weights not in _CLASS_WEIGHTS:
+        raise unknown_name("class_weights", cfg.class_weights, _CLASS_WEIGHTS)
+
+
+def _run_dirs(task, cfg: TrainConfig, strategy: str, train_df: pd.DataFrame) -> tuple[Path, Path]:
+    """(checkpoint folder, feature-cache folder). By default each run gets its own folder under
+    runs/<task>-<strategy>-<data fingerprint>/ (two notebooks training at once never share one);
+    resume=True continues the newest run there that has a complete checkpoint."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir), Path(cfg.output_dir)
+    group = Path("runs") / f"{task.task}-{strategy}-{data_fingerprint(task, train_df)}"
+    if cfg.resume and group.is_dir():
+        runs = [(_complete_checkpoints(d)[-1:], d) for d in group.iterdir() if d.is_dir()]
+        runs = [(Path(c[0]).stat().st_mtime, d) for c, d in runs if c]
+        if runs:
+            return max(runs)[1], group
+    import uuid
+
+    return group / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", group
+
+
 def data_fingerprint(task, df: pd.DataFrame) -> str:
     """Content fingerprint of a data frame, with inputs identified by the task (in-memory images and audio
     by a hash of their content, not by how they print)."""
@@ -412,7 +450,8 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
                 chunks.update({i: f[j] for j, i in enumerate(idx)})
         feats = torch.stack([chunks[i] for i in range(len(units))])
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({"features": feats.contiguous()}, str(path))
+        # written beside and renamed: a run killed mid-write never leaves a file a later run would trust
+        atomic_write_bytes(path, lambda tmp: save_file({"features": feats.contiguous()}, str(tmp)))
     task._feature_cache[key] = feats
     return feats
 
@@ -476,10 +515,34 @@ def _dependency_notices_off():
         hf_logging.set_verbosity(level)
 
 
-def _last_checkpoint(out_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _complete_checkpoints(out_dir: Path) -> list[str]:
+    """Checkpoints by step whose trainer_state.json (Trainer writes it last) is there and whole."""
+    import json
 
-    return get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+    found = []
+    for d in out_dir.glob("checkpoint-*"):
+        try:
+            step = int(d.name.split("-")[-1])
+            json.loads((d / "trainer_state.json").read_text())
+        except (ValueError, OSError):
+            continue
+        found.append((step, str(d)))
+    return [d for _, d in sorted(found)]
+
+
+def _last_checkpoint(out_dir: Path) -> str | None:
+    """The newest complete checkpoint; newer half-written ones (the process died while saving) are removed."""
+    if not out_dir.is_dir():
+        return None
+    complete = _complete_checkpoints(out_dir)
+    last = complete[-1] if complete else None
+    last_step = int(Path(last).name.split("-")[-1]) if last else -1
+    for d in out_dir.glob("checkpoint-*"):
+        if str(d) not in complete and d.name.split("-")[-1].isdigit() and int(d.name.split("-")[-1]) > last_step:
+            warnings.warn(f"{d} was only half written when its run stopped; it is removed and training resumes "
+                          f"from {Path(last).name if last else 'the start'}.", UserWarning, stacklevel=4)
+            shutil.rmtree(d, ignore_errors=True)
+    return last
 
 
 def _save_interrupted(trainer) -> None:

@@ -100,6 +100,83 @@ def _run_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+# --- nothing leaves the machine
+_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", "", "0.0.0.0", "::"}
+
+
+def _is_local_host(host) -> bool:
+    import ipaddress
+
+    if host is None:                      # getaddrinfo(None, port): an address to bind to
+        return True
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    host = str(host).split("%")[0].strip("[]").lower()
+    if host in _LOCAL_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False                      # a host name: resolving it may already ask a DNS server
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return ip.is_loopback or ip.is_unspecified
+
+
+def _is_local_address(address) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path (Jupyter, uvicorn on a socket file)
+        return True
+    return isinstance(address, tuple) and len(address) >= 1 and _is_local_host(address[0])
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Any connection or name lookup beyond this machine fails the test (a hub call, telemetry, a download).
+
+    The call itself raises ConnectionRefusedError, as offline; the attempt is also recorded and
+    fails the test at teardown, because libraries often catch that error and fall back quietly.
+    Loopback stays open: JupyterLab, kernels and `appkit serve` talk to themselves over it.
+    """
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(what: str):
+        attempts.append(what)
+        return ConnectionRefusedError(f"appkit tests: outbound network is blocked ({what})")
+
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_create, real_getaddrinfo = socket.create_connection, socket.getaddrinfo
+
+    def connect(self, address):
+        if not _is_local_address(address):
+            raise refuse(f"connect to {address!r}")
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        if not _is_local_address(address):
+            raise refuse(f"connect_ex to {address!r}")
+        return real_connect_ex(self, address)
+
+    def create_connection(address, *args, **kwargs):
+        if not _is_local_address(address):
+            raise refuse(f"create_connection to {address!r}")
+        return real_create(address, *args, **kwargs)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not _is_local_host(host):
+            raise refuse(f"name lookup of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield attempts
+    if attempts:
+        pytest.fail("The test tried to reach the network (appkit must work offline): " + "; ".join(attempts[:5]),
+                    pytrace=False)
+
+
 # --- image
 TINY_LITE_BLOCKS = [
     {"repeats": 1, "kernel_size": 3, "stride": 1, "expand_ratio": 1, "in_channels": 8, "out_channels": 8},

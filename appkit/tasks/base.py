@@ -25,6 +25,7 @@ import pandas as pd
 from .. import __version__
 from ..data import apply_columns, read_table
 from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name, warn
+from ..folders import check_model_folder, read_meta
 from ..registry import DEFAULT_MODEL, find_model, model_names, require_offline
 
 META_FILE = "appkit.json"
@@ -33,15 +34,22 @@ _ERRORS_MODES = ("raise", "skip")
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself."""
+    """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself.
+
+    Nor a prompt: for a model that asks to run its own code, transformers would ask "run the custom
+    code? [y/N]" in a notebook; with the timeout at 0 it refuses at once (appkit never runs model code)."""
+    from transformers import dynamic_module_utils
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    timeout = dynamic_module_utils.TIME_OUT_REMOTE_CODE
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    dynamic_module_utils.TIME_OUT_REMOTE_CODE = 0
     try:
         yield
     finally:
+        dynamic_module_utils.TIME_OUT_REMOTE_CODE = timeout
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
@@ -131,7 +139,12 @@ class Task:
         source, meta = cls._resolve_source(model)
         if labels is not None:
             labels = cls._check_label_names(labels)
-        with quiet_transformers():
+        import torch
+
+        # a new head is initialised from the RNG: seeded, so loading the same model twice gives the same
+        # model and fine_tune(seed=...) repeats exactly; fork_rng leaves the user's own RNG state alone
+        with quiet_transformers(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             inst = cls._load(source, labels=labels, meta=meta, device=device, **options)
         inst.precision = precision
         inst.model.to(device).eval()
@@ -170,9 +183,10 @@ class Task:
         if path.exists():
             if not path.is_dir():
                 raise ModelError(_msg(f"{str(path)!r} is a file", expected="a model folder (as written by .save())"))
+            check_model_folder(path)
             meta = {}
             if (path / META_FILE).exists():
-                meta = json.loads((path / META_FILE).read_text())
+                meta = read_meta(path)
                 if meta.get("task") != cls.task:
                     raise ModelError(_msg(
                         f"The folder {str(path)!r} holds a {meta.get('task')} model, not {cls.task}",
@@ -394,11 +408,31 @@ class Task:
                           callbacks=list(callbacks or []))
         train_df = self._read(train, columns=columns, where="training data")
         eval_df = self._read(eval_data, columns=columns, where="evaluation data") if eval_data is not None else None
-        run = fine_tune(self, train_df, eval_df, cfg)
-        self.last_run = run
-        self._card_data = (train_df, eval_df)
-        self._after_fit(run)
+        with self._unchanged_on_error():
+            run = fine_tune(self, train_df, eval_df, cfg)
+            self.last_run = run
+            self._card_data = (train_df, eval_df)
+            self._after_fit(run)
         return run
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self, *, always: bool = False):
+        """A fine_tune that fails part-way (bad row, full disk, Ctrl-C while features are computed) leaves
+        the task as it was: weights, head, labels, mode and meta. (Ctrl-C *during* training is not an
+        error: the engine keeps the weights reached, to resume.) ``always``: restore on success too (tune)."""
+        import copy
+
+        before = dict(vars(self))
+        before["model"], before["meta"] = copy.deepcopy(self.model), copy.deepcopy(self.meta)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        if always:
+            self.__dict__.clear()
+            self.__dict__.update(before)
 
     def _after_fit(self, run) -> None:
         pass
@@ -414,8 +448,9 @@ class Task:
 
         train_df = self._read(train, columns=columns, where="training data")
         eval_df = self._read(eval_data, columns=columns, where="evaluation data") if eval_data is not None else None
-        return tune(self, train_df, eval_df, n_trials=n_trials, space=space, strategy=strategy, metric=metric,
-                    seed=seed, timeout=timeout, validation_split=validation_split)
+        with self._unchanged_on_error(always=True):   # trials reset the head and labels: put them back
+            return tune(self, train_df, eval_df, n_trials=n_trials, space=space, strategy=strategy, metric=metric,
+                        seed=seed, timeout=timeout, validation_split=validation_split)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, *, columns: dict | None = None, slice_by: str | list[str] | None = None,
@@ -441,11 +476,18 @@ class Task:
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike, *, include_examples: bool = False) -> Path:
         """A plain transformers folder (safetensors) plus appkit.json and a README.md model card; reload with
-        appkit.load(task, path). The card describes the training data without examples unless include_examples=True."""
-        from ..report import card_markdown, model_card
+        appkit.load(task, path). The card describes the training data without examples unless include_examples=True.
+        The folder is written beside its destination and renamed into place, so it is never half-written."""
+        from ..folders import atomic_folder
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(path) as tmp:   # written beside, renamed into place when complete
+            self._write_folder(tmp, include_examples=include_examples)
+        return path
+
+    def _write_folder(self, path: Path, *, include_examples: bool) -> None:
+        from ..report import card_markdown, model_card
+
         with quiet_transformers():
             self.model.save_pretrained(path)
             if self.processor is not None:
@@ -460,7 +502,6 @@ class Task:
         meta["model_card"] = model_card(self, include_examples=include_examples)
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         (path / "README.md").write_text(card_markdown(self, meta["model_card"]), encoding="utf-8")
-        return path
 
     def _save_meta(self) -> dict:
         return {}

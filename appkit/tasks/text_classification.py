@@ -78,7 +78,7 @@ class TextClassification(ClassificationTask):
         meta = {**meta, "source": str(source), "labels_fixed": fixed}
         meta.setdefault("pooling", _encoder_pooling(source, model.config))
         descriptions = label_descriptions if label_descriptions is not None else meta.get("label_descriptions")
-        max_length = max_length or meta.get("max_length") or 256
+        max_length = _check_max_length(max_length or meta.get("max_length"), config, tokenizer)
         # saved with the model, so a plain pipeline(..., truncation=True) cuts texts where appkit does
         tokenizer.model_max_length = max_length
         inst = cls(model, tokenizer, mode=mode, labels=labels, meta=meta, device=device, precision="auto",
@@ -195,6 +195,18 @@ class TextClassification(ClassificationTask):
     def _save_meta(self) -> dict:
         return {"mode": self.mode, "label_descriptions": self.label_descriptions or None, "max_length": self.max_length,
                 "labels_fixed": bool(self.labels)}
+
+
+def _check_max_length(asked, config, tokenizer) -> int:
+    """Texts are cut at 256 tokens by default, never past the model's position embeddings (which would crash)."""
+    limits = [n for n in (getattr(config, "max_position_embeddings", None), tokenizer.model_max_length) if n and n < 100_000]
+    limit = min(limits) if limits else 512
+    if asked is None:
+        return min(256, limit)
+    if not isinstance(asked, int) or isinstance(asked, bool) or not 8 <= asked <= limit:
+        raise DataError(_msg(f"max_length={asked!r} does not fit this model", expected=f"a whole number from 8 to {limit}",
+                             fix=f"e.g. max_length={min(256, limit)}"))
+    return asked
 
 
 def _classifier_linear(model):
