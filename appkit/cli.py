@@ -262,6 +262,10 @@ def cmd_fine_tune(args) -> int:
         folder = model.save(args.out)
     except OSError as exc:
         raise _OutputError(f"Could not write the model to {args.out!r}: {exc}") from None
+    from appkit.training import process_rank
+
+    if process_rank()[0] != 0:   # under torchrun every rank trained the same model; rank 0 saved and reports it
+        return EXIT_OK
     _say(f"appkit: fine-tuned ({run.strategy}) in {run.seconds:.0f} s; saved to {folder}")
     print(json.dumps({"model": str(folder), "strategy": run.strategy, "seconds": round(run.seconds, 1),
                       "eval_metrics": run.metrics}, default=float))

@@ -426,8 +426,14 @@ class Task:
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike) -> Path:
-        """A plain transformers folder (safetensors) plus appkit.json; reload with appkit.load(task, path)."""
+        """A plain transformers folder (safetensors) plus appkit.json; reload with appkit.load(task, path).
+
+        Under torchrun / accelerate launch only rank 0 writes (every rank holds the same weights)."""
+        from ..training import process_rank
+
         path = Path(path)
+        if process_rank()[0] != 0:
+            return path
         path.mkdir(parents=True, exist_ok=True)
         with quiet_transformers():
             self.model.save_pretrained(path)
