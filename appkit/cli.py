@@ -149,6 +149,14 @@ def _read_inputs(task, inputs: list[str], column: str | None):
     from appkit.errors import DataError, _msg
 
     media = _media_suffixes(task)
+    tables = [x for x in inputs if Path(x).suffix.lower() in TABLE_INPUTS and " " not in x]
+    if tables and len(inputs) > 1:
+        raise UsageError(f"Give one table file at a time (got {len(inputs)} inputs, {tables[0]!r} among them). "
+                         "How to fix: run appkit predict once per file, or concatenate the tables.")
+    for x in inputs:   # a mistyped file name must not be predicted on as if it were a text
+        if Path(x).suffix.lower() in (*TABLE_INPUTS, ".txt") and " " not in x and not Path(x).exists():
+            raise DataError(_msg(f"The input file {x!r} does not exist",
+                                 fix="check the path (it is relative to the current folder)"))
     if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in TABLE_INPUTS and Path(inputs[0]).is_file():
         df = read_table(inputs[0], where="input")
         column = column or task.input_column

@@ -17,7 +17,8 @@ import pytest
 import appkit
 from appkit.cli import main
 
-from ..conftest import make_colour_images, make_tiny_bert_folder, make_tiny_lite_folder, text_train_frame
+from ..conftest import (make_colour_images, make_tiny_bert_folder, make_tiny_lite_folder, make_tiny_whisper_folder,
+                        make_tones, text_train_frame)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +47,8 @@ def test_help_names_every_command_examples_and_exit_codes(capsys):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         assert "examples:" in capsys.readouterr().out
+    assert main(["models", "--task", "text-classification"]) == 0
+    assert "minilm-l6" in capsys.readouterr().out
 
 
 def test_predict_texts_files_and_tables(text_model, tmp_path, capsys):
@@ -81,6 +84,15 @@ def test_predict_folder_of_images(tmp_path, capsys):
     assert rows[0]["input"].endswith(".jpg")
 
 
+def test_predict_folder_of_audio_to_csv(tmp_path, capsys):
+    make_tones(tmp_path / "calls", n=2)
+    whisper = make_tiny_whisper_folder(tmp_path / "whisper")
+    assert main(["predict", whisper, str(tmp_path / "calls"), "--task", "speech-recognition",
+                 "--output", str(tmp_path / "t.csv")]) == 0
+    table = pd.read_csv(tmp_path / "t.csv", keep_default_na=False)
+    assert list(table.columns) == ["input", "text"] and len(table) == 2 and table.input[0].endswith(".wav")
+
+
 def test_fine_tune_then_evaluate_with_report(tmp_path, capsys):
     text_train_frame(24).rename(columns={"text": "body"}).to_csv(tmp_path / "train.csv", index=False)
     text_train_frame(8).to_csv(tmp_path / "test.csv", index=False)
@@ -109,6 +121,10 @@ def test_usage_mistakes_exit_2_before_loading_a_model(tmp_path, text_model, caps
     assert "must end in one of ['.jsonl', '.csv']" in capsys.readouterr().err
     assert main(["export", "text-classification"]) == 2
     assert "pass --output DIR" in capsys.readouterr().err
+    assert main(["predict", str(text_model), "a.csv", "b.csv"]) == 2
+    assert "one table file at a time" in capsys.readouterr().err
+    assert main(["predict", str(text_model), "reveiws.csv"]) == 3      # a typo is not a text to classify
+    assert "'reveiws.csv' does not exist" in capsys.readouterr().err
 
 
 def test_exit_codes_and_one_line_errors_in_a_real_process(tmp_path, text_model):
