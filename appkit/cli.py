@@ -108,10 +108,14 @@ def _model_task(spec: str, task: str | None) -> tuple[str, str | None]:
 def _load(spec: str, *, task: str | None = None, labels: str | None = None, backend: str = "torch"):
     import appkit
 
+    import torch
+
     task, model = _model_task(spec, task)
     names = [s.strip() for s in labels.split(",")] if labels else None
     _say(f"appkit: loading {model or 'the default model'} for {task} ...")
     options = {"backend": backend} if backend != "torch" else {}
+    if "LOCAL_RANK" in os.environ and torch.cuda.is_available():   # under torchrun: one GPU per process
+        options["device"] = f"cuda:{os.environ['LOCAL_RANK']}"
     return appkit.load(task, model, labels=names, **options)
 
 
@@ -238,21 +242,58 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
+def _predict_sharded(model, items: list, output: str, **options) -> list | None:
+    """Under torchrun: rank r predicts items r, r+N, ... and writes a Parquet shard beside the output;
+    rank 0 gathers the shards in input order once every rank is done (others get None)."""
+    import pandas as pd
+    import torch.distributed as dist
+
+    from appkit.training import process_rank
+
+    rank, world = process_rank()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")   # only a barrier crosses it: gloo works for CPU and GPU jobs alike
+    mine = list(range(rank, len(items), world))
+    results = model.predict([items[i] for i in mine], **options)
+    shard = lambda r: Path(f"{output}.shard-{r}-of-{world}.parquet")   # noqa: E731
+    pd.DataFrame({"index": mine, "result": [json.dumps(x, default=float) for x in results]},
+                 columns=["index", "result"]).to_parquet(shard(rank))
+    dist.barrier()
+    if rank != 0:
+        return None
+    parts = pd.concat([pd.read_parquet(shard(r)) for r in range(world)]).set_index("index").sort_index()
+    for r in range(world):
+        shard(r).unlink()
+    return [json.loads(x) for x in parts["result"]]
+
+
 def cmd_predict(args) -> int:
+    from appkit.training import process_rank
+
     _check_output(args.output)
+    if process_rank()[1] > 1 and not args.output:
+        raise UsageError("Under torchrun, appkit predict needs --output (each process writes a shard beside it, "
+                         "gathered at the end). How to fix: add --output predictions.jsonl")
     model = _load(args.model, task=args.task, labels=args.labels, backend=args.backend)
     items, table = _read_inputs(model, args.inputs, args.column)
     options = {"top_k": args.top_k} if args.top_k else {}
-    results = model.predict(items, batch_size=args.batch_size, errors=args.errors, progress=True, **options)
+    options.update(batch_size=args.batch_size, errors=args.errors, progress=True)
+    if process_rank()[1] > 1:
+        results = _predict_sharded(model, items, args.output, **options)
+        if results is None:
+            return EXIT_OK
+    else:
+        results = model.predict(items, **options)
     csv = bool(args.output) and args.output.lower().endswith(".csv")
     if table is not None:   # the table's own columns, then the predictions (pred_*, as DataFrame predict names them)
         rows = [{**rec, **{f"pred_{k}": v for k, v in _flat(res, csv=csv).items()}}
                 for rec, res in zip(table.to_dict("records"), results)]
     else:
         rows = [{"input": item, **_flat(res, csv=csv)} for item, res in zip(items, results)]
-    if model.skipped:
-        _say(f"appkit: {len(model.skipped)} of {len(items)} inputs were skipped (their rows have no prediction); "
-             f"first: {model.skipped[0][1]}")
+    skipped = sum(r is None for r in results)
+    if skipped:
+        _say(f"appkit: {skipped} of {len(items)} inputs were skipped (their rows have no prediction)"
+             + (f"; first: {model.skipped[0][1]}" if model.skipped else ""))
     _write(rows, args.output)
     return EXIT_OK
 

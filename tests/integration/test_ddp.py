@@ -81,3 +81,24 @@ def test_two_processes_train_what_one_does(strategy, tmp_path):
     assert sorted(p.name for p in runs.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
     assert not list(runs.glob("*.tmp*"))            # no half-written feature cache left by a rank
     assert len(list(runs.glob("features-*"))) == (1 if strategy == "head" else 0)
+
+
+def test_predict_splits_the_input_across_two_processes(tmp_path):
+    import pandas as pd
+
+    clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "bert"), labels=["negative", "positive"])
+    folder = clf.save(tmp_path / "m")
+    pd.DataFrame({"id": range(18), "text": [f"{t} {i}" for i, t in enumerate(TEXTS * 3)]}).to_csv(
+        tmp_path / "in.csv", index=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    args = ["-m", "appkit.cli", "predict", str(folder), "in.csv"]
+    one = subprocess.run([sys.executable, *args, "--output", "one.csv"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                          f"--master_port={free_port()}", *args, "--output", "two.csv"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    a, b = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
+    assert list(b.id) == list(range(18)) and list(a.pred_label) == list(b.pred_label)
+    assert (a.pred_score - b.pred_score).abs().max() < 1e-4
+    assert not list(tmp_path.glob("two.csv.shard-*"))      # shards are gathered, then removed
