@@ -141,7 +141,10 @@ class Batcher:
                     break
                 batch.append(job)
                 size += len(job.items)
-            outcomes = await loop.run_in_executor(self._pool, self._run, batch)
+            try:
+                outcomes = await loop.run_in_executor(self._pool, self._run, batch)
+            except Exception as exc:   # never let one batch stop the worker: later requests would hang
+                outcomes = [exc] * len(batch)
             for job, outcome in zip(batch, outcomes):
                 if not job.future.done():
                     (job.future.set_exception if isinstance(outcome, BaseException) else job.future.set_result)(outcome)
