@@ -378,6 +378,12 @@ def data_fingerprint(task, df: pd.DataFrame) -> str:
     return fingerprint(df.drop(columns=[task.input_column]).assign(_input=keys))
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun / accelerate launch (set in the environment before the process group
+    exists); (0, 1) in a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 def _preprocess_all(task, df: pd.DataFrame, where: str) -> list:
     """Every example is decoded and checked before any training starts."""
     return [task._preprocess(x, where=f"row {i} of the {where}") for i, x in enumerate(df[task.input_column])]
@@ -449,9 +455,10 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
                 f = f if f.dtype == torch.bfloat16 else f.float()
                 chunks.update({i: f[j] for j, i in enumerate(idx)})
         feats = torch.stack([chunks[i] for i in range(len(units))])
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # written beside and renamed: a run killed mid-write never leaves a file a later run would trust
-        atomic_write_bytes(path, lambda tmp: save_file({"features": feats.contiguous()}, str(tmp)))
+        if process_rank()[0] == 0:   # under DDP every rank computes the same features; one writes them
+            out_dir.mkdir(parents=True, exist_ok=True)
+            # written beside and renamed: a run killed mid-write never leaves a file a later run would trust
+            atomic_write_bytes(path, lambda tmp: save_file({"features": feats.contiguous()}, str(tmp)))
     task._feature_cache[key] = feats
     return feats
 
@@ -461,7 +468,7 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
     import torch
     from transformers import Trainer, TrainingArguments
 
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / bs))
+    steps_per_epoch = max(1, math.ceil(len(train_ds) / (bs * process_rank()[1])))   # DDP: each rank takes bs
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=cfg.epochs, learning_rate=lr, per_device_train_batch_size=bs,
         per_device_eval_batch_size=max(bs, 32), weight_decay=cfg.weight_decay, warmup_steps=int(0.06 * steps_per_epoch * cfg.epochs),

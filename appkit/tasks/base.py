@@ -112,6 +112,7 @@ class Task:
     # real data (README, "Precision"); a task that measured less sets this False
     auto_bf16: ClassVar[bool] = True
     predict_options: ClassVar[tuple[str, ...]] = ()  # task-specific keywords of predict
+    backend: str = "torch"                           # "onnx" after load(..., backend="onnx") (appkit/export.py)
 
     def __init__(self, model, processor, *, labels: list[str] | None, meta: dict, device: str, precision: str):
         self.model = model
@@ -128,14 +129,17 @@ class Task:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, *, labels=None, device: str | None = None,
-                        precision: str = "auto", **options) -> "Task":
+                        precision: str = "auto", backend: str = "torch", **options) -> "Task":
+        """backend="onnx": predict through the model.onnx that export_onnx wrote into the folder (CPU)."""
         unknown = set(options) - set(cls.load_options)
         if unknown:
             raise unknown_name(f"option for appkit.load({cls.task!r}, ...):", sorted(unknown)[0],
-                               list(cls.load_options) + ["labels", "device", "precision"])
+                               list(cls.load_options) + ["labels", "device", "precision", "backend"])
         if precision not in ("auto", "float32", "bfloat16"):
             raise unknown_name("precision", precision, ["auto", "float32", "bfloat16"])
-        device = cls._resolve_device(device)
+        if backend not in ("torch", "onnx"):
+            raise unknown_name("backend", backend, ["torch", "onnx"])
+        device = cls._resolve_device(device or ("cpu" if backend == "onnx" else None))
         source, meta = cls._resolve_source(model)
         if labels is not None:
             labels = cls._check_label_names(labels)
@@ -148,6 +152,10 @@ class Task:
             inst = cls._load(source, labels=labels, meta=meta, device=device, **options)
         inst.precision = precision
         inst.model.to(device).eval()
+        if backend == "onnx":
+            from ..export import use_onnx
+
+            use_onnx(inst, source)
         return inst
 
     @staticmethod
@@ -401,6 +409,9 @@ class Task:
         """
         from ..training import TrainConfig, fine_tune
 
+        if self.backend == "onnx":
+            raise ModelError(_msg("A model loaded with backend='onnx' cannot be fine-tuned",
+                                  fix="load it without backend='onnx', fine-tune, then export again"))
         cfg = TrainConfig(epochs=epochs, strategy=strategy, seed=seed, learning_rate=learning_rate,
                           batch_size=batch_size, weight_decay=weight_decay, class_weights=class_weights,
                           early_stopping_patience=early_stopping_patience, validation_split=validation_split,
@@ -480,7 +491,11 @@ class Task:
         The folder is written beside its destination and renamed into place, so it is never half-written."""
         from ..folders import atomic_folder
 
+        from ..training import process_rank
+
         path = Path(path)
+        if process_rank()[0] != 0:   # under torchrun / accelerate launch every rank holds the same weights
+            return path
         with atomic_folder(path) as tmp:   # written beside, renamed into place when complete
             self._write_folder(tmp, include_examples=include_examples)
         return path
@@ -505,6 +520,15 @@ class Task:
 
     def _save_meta(self) -> dict:
         return {}
+
+    def export_onnx(self, folder: str | os.PathLike, *, opset: int = 17) -> dict:
+        """Save the model into ``folder`` with a model.onnx checked against torch (text and image classifiers).
+
+        Returns the check: ``max_abs_diff`` (logits, onnxruntime vs torch float32), ``labels_agree``.
+        ``appkit.load(task, folder, backend="onnx")`` then predicts through onnxruntime."""
+        from ..export import export_onnx
+
+        return export_onnx(self, folder, opset=opset)
 
     def __repr__(self) -> str:
         name = self.meta.get("catalogue") or self.meta.get("source") or type(self.model).__name__
