@@ -141,7 +141,7 @@ def asterisk_prompts(n: int | None = None, seed: int = 0):
     df = pd.DataFrame(rows)
     if n is not None:
         df = df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
-    cache = _cache_root() / "asterisk-16k"
+    cache = _cache_root() / f"asterisk-16k-{_generator_key()}"
     df["audio"] = [str(_to_16k(src, cache / f"{name.replace('/', '__')}.wav"))
                    for name, src in zip(df["name"], df["src"])]
     df["source"], df["speaker"], df["synthetic"] = "asterisk", "allison-smith", False
@@ -206,13 +206,33 @@ def _clip_key(*parts) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:10]
 
 
+def _program_stamp(path: str | None) -> str:
+    st = os.stat(path) if path else None
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}" if st else "-"
+
+
+def _generator_key(engine: str | None = None) -> str:
+    """What makes a cached clip besides its arguments: the source of the functions that write it and the
+    programs they run (an upgraded sox or TTS voice). A change to either makes new files, so a cached
+    clip is never used in place of what the current code would make."""
+    import inspect
+
+    import soxr
+
+    funcs = (_to_16k, _write_wav_atomic) if engine is None else (_synthesize_one, _tts, _sox_16k, _add_noise,
+                                                                  _write_wav_atomic)
+    progs = [] if engine is None else [shutil.which("sox"), shutil.which(ENGINES.get(engine, ("",))[0])]
+    return _clip_key(*(inspect.getsource(f) for f in funcs), soxr.__version__, *map(_program_stamp, progs))
+
+
 def synthesize_speech(sentences: Iterable[str], out_dir, *, engine: str = "flite", voice: str | None = None,
                       noise_db: float | None = None, telephone: bool = False, seed: int = 0):
     """Speak each sentence with a Debian TTS engine into `out_dir` as 16 kHz mono wavs.
 
     noise_db: signal-to-noise ratio in dB of added white noise (20 mild, 5 heavy); None = clean.
     telephone: pass through a 300-3400 Hz phone band. Files are named by a hash of all
-    settings, so calling again with the same arguments reuses them. Every row is synthetic.
+    settings and of the code and programs that make them, so calling again with the same arguments
+    reuses them. Every row is synthetic.
     """
     import pandas as pd
     import soundfile as sf
@@ -221,12 +241,13 @@ def synthesize_speech(sentences: Iterable[str], out_dir, *, engine: str = "flite
     _engine_binary(engine)  # fail before any work if missing
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    generator = _generator_key(engine)
     rows = []
     for i, sentence in enumerate(sentences):
         if not str(sentence).strip():
             raise DataError(_msg("A sentence to synthesise is empty", where=f"item {i}",
                                  fix="remove empty sentences"))
-        key = _clip_key(sentence, engine, voice, noise_db, telephone, seed + i)
+        key = _clip_key(sentence, engine, voice, noise_db, telephone, seed + i, generator)
         wav = out / f"{engine}-{i:04d}-{key}.wav"
         if not wav.exists():
             _synthesize_one(sentence, wav, engine, voice, noise_db, telephone, seed + i)

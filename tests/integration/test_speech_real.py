@@ -32,7 +32,7 @@ needs = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def asr():
-    return appkit.load("speech-recognition")          # whisper-tiny.en, converted once into the user cache
+    return appkit.load("speech-recognition")          # whisper-tiny.en, converted afresh into the session cache
 
 
 @needs

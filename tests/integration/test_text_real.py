@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import pandas as pd
 import pytest
 
 import appkit
@@ -22,6 +23,22 @@ def reviews():
     return drug_reviews("train"), drug_reviews("test")
 
 
+def _macro_f1(truth, predicted) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(list(truth), list(predicted), average="macro"))
+
+
+@pytest.fixture(scope="module")
+def baselines(reviews):
+    """The honest bars on the test reviews: always the most common training label, and the zero-shot model
+    (the same MiniLM before any training, labels by name). Per review, so any subset can be scored."""
+    train, test = reviews
+    zero_shot = appkit.load("text-classification", labels=sorted(train.label.unique()))
+    return {"majority": [train.label.value_counts().idxmax()] * len(test),
+            "zero_shot": [r["label"] for r in zero_shot.predict(list(test.text), progress=False)]}
+
+
 def test_the_drug_reviews_are_the_real_set(reviews):
     train, test = reviews
     assert (len(train), len(test)) == (600, 379)
@@ -36,10 +53,14 @@ def test_zero_shot_gives_sensible_answers_out_of_the_box():
     assert [r["label"] for r in out] == ["positive", "negative"]
 
 
-def test_head_fine_tune_beats_the_majority_class_and_round_trips(reviews, tmp_path):
-    from transformers import pipeline
+def test_zero_shot_beats_the_majority_class_on_real_reviews(reviews, baselines):
+    _, test = reviews
+    # measured: macro-F1 0.325 against 0.264 for always 'positive' (379 test reviews, 3 labels)
+    assert _macro_f1(test.label, baselines["zero_shot"]) >= _macro_f1(test.label, baselines["majority"]) + 0.03
 
-    from appkit.metrics import majority_baseline
+
+def test_head_fine_tune_beats_the_majority_class_and_zero_shot_and_round_trips(reviews, baselines, tmp_path):
+    from transformers import pipeline
 
     train, test = reviews
     clf = appkit.load("text-classification")
@@ -47,9 +68,12 @@ def test_head_fine_tune_beats_the_majority_class_and_round_trips(reviews, tmp_pa
     assert run.history["train_loss"].notna().sum() > 5
     report = clf.evaluate(test)
     m = report.metrics
-    # the majority class ('positive', 65%) scores macro-F1 0.26: the head must do clearly better
-    assert m["macro_f1"] > 0.35, m
-    assert m["accuracy"] > majority_baseline(list(train.label), list(test.label)) - 0.2
+    majority, zero_shot = (_macro_f1(test.label, baselines[k]) for k in ("majority", "zero_shot"))
+    # macro-F1, because 65% of the reviews are positive: always 'positive' scores 0.26, zero-shot about 0.33.
+    # Training on 600 labelled reviews must clear both by a margin, not merely match them.
+    assert m["macro_f1"] >= majority + 0.15, (m, majority)
+    assert m["macro_f1"] >= zero_shot + 0.05, (m, zero_shot)
+    assert m["accuracy"] >= (test.label == pd.Series(baselines["zero_shot"], index=test.index)).mean(), m
     html = report.to_html(tmp_path / "report.html")
     assert "Worst errors" in html.read_text()
     folder = clf.save(tmp_path / "model")
@@ -59,7 +83,7 @@ def test_head_fine_tune_beats_the_majority_class_and_round_trips(reviews, tmp_pa
     assert ours == theirs
 
 
-def test_full_fine_tune_runs_on_real_weights(reviews, tmp_path):
+def test_full_fine_tune_learns_on_real_weights(reviews, baselines, tmp_path):
     train, test = reviews
     clf = appkit.load("text-classification", max_length=128)
     run = clf.fine_tune(train.sample(200, random_state=0), strategy="full", epochs=1, output_dir=tmp_path / "r",
@@ -67,4 +91,6 @@ def test_full_fine_tune_runs_on_real_weights(reviews, tmp_path):
     assert run.strategy == "full"
     losses = run.history["train_loss"].dropna()
     assert losses.iloc[-1] < losses.iloc[0]
-    assert clf.evaluate(test.head(100)).metrics["accuracy"] > 0.4
+    m = clf.evaluate(test.head(100)).metrics
+    # one epoch on 200 reviews: it must have learnt something the majority class does not know
+    assert m["macro_f1"] >= _macro_f1(test.label.head(100), baselines["majority"][:100]) + 0.05, m

@@ -42,7 +42,7 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_en():
-    return whisper_ct2.packaged_whisper_path("whisper-tiny.en")  # user cache: converted once
+    return whisper_ct2.packaged_whisper_path("whisper-tiny.en")  # the session cache (conftest): converted afresh
 
 
 @needs_tiny

@@ -19,14 +19,27 @@ def folder(tmp_path):
 
 
 def test_zero_shot_before_training_uses_label_names(folder):
-    clf = appkit.load("text-classification", folder, labels=["negative", "positive"],
-                      label_descriptions={"positive": "good great"})
+    clf = appkit.load("text-classification", folder, labels=["negative", "positive"])
     assert clf.mode == "zero-shot"
-    r = clf.predict("good great")
+    r = clf.predict("positive")
     assert set(r["scores"]) == {"negative", "positive"}
     assert sum(r["scores"].values()) == pytest.approx(1, abs=1e-4)
-    # identical text to a description: cosine similarity 1, so that label wins
-    assert r["label"] == "positive"
+    # a text identical to a label name: cosine similarity 1, so that label wins (whichever it is)
+    assert r["label"] == "positive" and clf.predict("negative")["label"] == "negative"
+
+
+def test_label_descriptions_change_the_prediction(folder):
+    def load(descriptions):
+        return appkit.load("text-classification", folder, labels=["negative", "positive"],
+                           label_descriptions=descriptions)
+
+    texts = ["good great", "bad awful"]
+    one = load({"positive": "good great", "negative": "bad awful"}).predict(texts)
+    swapped = load({"positive": "bad awful", "negative": "good great"}).predict(texts)
+    plain = load(None).predict(texts)
+    assert [r["label"] for r in one] == ["positive", "negative"]
+    assert [r["label"] for r in swapped] == ["negative", "positive"]
+    assert [r["scores"] for r in plain] != [r["scores"] for r in one]   # the names alone score differently
 
 
 def test_no_labels_yet_says_how_to_name_them(folder):

@@ -198,3 +198,19 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("APPKIT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert whisper_ct2.cache_dir() == tmp_path / "x" / "appkit"
+
+
+def test_cache_key_follows_the_converter_source_and_the_weights(ct2_dir, tmp_path, monkeypatch):
+    folder, _ = ct2_dir
+    parts = [folder / "model.bin"]
+    key = whisper_ct2._fingerprint(parts)
+    copy = tmp_path / "copy" / "model.bin"
+    copy.parent.mkdir()
+    copy.write_bytes(parts[0].read_bytes())
+    assert whisper_ct2._fingerprint([copy]) == key                  # content, not where or when it was written
+    data = bytearray(parts[0].read_bytes())
+    data[-1] ^= 1                                                    # one bit of the last weights
+    copy.write_bytes(bytes(data))
+    assert whisper_ct2._fingerprint([copy]) != key
+    monkeypatch.setattr(whisper_ct2, "_converter_source_hash", lambda: "an edited weight mapping")
+    assert whisper_ct2._fingerprint(parts) != key                   # changed converter code: converted afresh
