@@ -95,6 +95,27 @@ def _bf16_ok(device: str) -> bool:
         return False
 
 
+class Result(dict):
+    """One prediction: a plain dict (JSON, pandas and ``==`` see a dict) that prints its numbers rounded
+    to 4 decimals in a notebook or terminal; the values themselves stay exact."""
+
+    def __repr__(self) -> str:
+        return repr(_rounded(dict(self)))
+
+    def _repr_pretty_(self, p, cycle) -> None:   # IPython
+        p.pretty(_rounded(dict(self)))
+
+
+def _rounded(v):
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_rounded(x) for x in v)
+    return v
+
+
 class Pieces(list):
     """What ``_preprocess`` returns when one input becomes several model units (a long recording ->
     30 s windows). Each piece is sorted and batched like any unit; ``_merge(results, pieces, **options)``
@@ -334,7 +355,7 @@ class Task:
             listed = "; ".join(f"{where} {i}: {msg}" for i, msg in bad[:5])
             warn(f"Skipped {len(bad)} of {len(items)} inputs (their result is None; see .skipped): {listed}"
                  + (" ..." if len(bad) > 5 else ""))
-        return results
+        return [Result(r) if isinstance(r, dict) else r for r in results]
 
     def _batches(self, units: list, batch_size: int, **options) -> list[list]:
         """Cut the length-sorted ``(key, unit)`` list into batches (speech packs short clips here)."""
