@@ -186,7 +186,7 @@ def test_a_half_written_folder_is_refused_and_says_so(tmp_path):
 
     clf = appkit.load("text-classification", _tiny_bert(tmp_path), labels=["negative", "positive"])
 
-    def dies_half_way(path):
+    def dies_half_way(path, **_):
         clf.model.save_pretrained(path)
         raise KeyboardInterrupt           # the kernel stopped while the tokenizer was still to be written
 
