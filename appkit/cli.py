@@ -108,11 +108,11 @@ def _model_task(spec: str, task: str | None) -> tuple[str, str | None]:
 def _load(spec: str, *, task: str | None = None, labels: str | None = None, backend: str = "torch"):
     import appkit
 
-    import torch
-
-    task, model = _model_task(spec, task)
+    task, model = _model_task(spec, task)   # a wrong name fails here, before torch is imported
     names = [s.strip() for s in labels.split(",")] if labels else None
     _say(f"appkit: loading {model or 'the default model'} for {task} ...")
+    import torch
+
     options = {"backend": backend} if backend != "torch" else {}
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():   # under torchrun: one GPU per process
         options["device"] = f"cuda:{os.environ['LOCAL_RANK']}"
