@@ -37,6 +37,18 @@ def test_skips_are_listed_locally_and_fail_in_ci(tmp_path):
         assert "pip install --no-deps some-model" in ci.stdout
 
 
+def test_silero_fallback_fails_the_run_in_ci(tmp_path):
+    (tmp_path / "test_vad.py").write_text("from appkit import media\n"
+                                          "def test_long_recording():\n    media._warn_no_vad()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "APPKIT_NO_SKIP")}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest", str(tmp_path)]
+    local = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    ci = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT), "CI": "true"},
+                        cwd=tmp_path)
+    assert local.returncode == 0 and "VadFallbackWarning" in local.stdout, local.stdout     # said, not hidden
+    assert ci.returncode == 1 and "silero-vad is not installed" in ci.stdout, ci.stdout
+
+
 def test_every_run_prints_the_skip_summary():
     import re
 
