@@ -122,8 +122,15 @@ CATALOGUE += [
     ),
 ]
 
-# --- translation: no text-to-text model is packaged offline (shared/MODELS.md); hub models, and your own folders
+# --- translation: appkit's own English->German model ships inside the package (trained from scratch by
+# scripts/train_mt.py on Debian's human translations); hub models, and your own folders
 CATALOGUE += [
+    ModelEntry(
+        "appkit-mt-en-de", "translation", "package:appkit (appkit/models/appkit-mt-en-de)", "GPL-2+ (training data)",
+        "7.8M params", "English to German for software text (menus, messages, help pages), trained by appkit on "
+        "Debian's translations; offline. Short, technical text: not news or chat", package="appkit.models",
+        install="it ships with appkit; rebuild with scripts/mt_corpus.py + scripts/train_mt.py",
+    ),
     ModelEntry(
         "opus-mt-en-de", "translation", "hub:Helsinki-NLP/opus-mt-en-de", "CC-BY-4.0", "74M params",
         "Marian English to German from OPUS; one of ~1,000 opus-mt-<src>-<tgt> pairs (needs internet once)",
@@ -141,7 +148,7 @@ CATALOGUE += [
 ]
 
 DEFAULT_MODEL: dict[str, str] = {"text-classification": "minilm-l6", "image-classification": "efficientnet-lite0",
-                                 "speech-recognition": "whisper-tiny.en"}
+                                 "speech-recognition": "whisper-tiny.en", "translation": "appkit-mt-en-de"}
 
 
 def register_model(entry: ModelEntry, *, default: bool = False) -> None:

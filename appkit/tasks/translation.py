@@ -1,13 +1,15 @@
 """Translation: a transformers text-to-text model for one language pair (Marian
 ``Helsinki-NLP/opus-mt-<src>-<tgt>``, or T5 with its task ``prefix=``) by hub id or folder.
 
-No neural text-to-text translation model is packaged offline (shared/MODELS.md), so the task has
-no default model: name one (it downloads once), or a folder such as one saved by ``.save()``.
+The default, ``appkit-mt-en-de``, ships inside appkit (appkit/models/, README.md there): a small
+English->German Marian trained from scratch by scripts/train_mt.py on Debian's human translations
+of software (menus, messages, LibreOffice help). Other models: a hub id (it downloads once) or a
+folder such as one saved by ``.save()``.
 ``predict`` takes texts; each result is ``{"translation": str}``. Texts are batched by length,
 decoded with the model's own generation settings (``num_beams=`` overrides them) and a budget of
 new tokens that grows with the source's length; on CPUs with native bfloat16 under autocast.
-With greedy decoding a text's budget is its own, so its result does not depend on its batch;
-beam search and bf16 padding can change a result slightly with its batch-mates.
+A text's budget is its own (batches never mix budgets), so with greedy decoding or beams its result
+does not depend on which texts share its batch (up to bf16 rounding where padding differs).
 Models that translate between many languages (M2M100, NLLB, mBART-50) need language codes on
 both sides of training and generation that appkit does not handle yet: they are refused with a
 pointer to one-pair models.
@@ -20,16 +22,27 @@ source unchanged, with the worst sentences' differences highlighted.
 """
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 import pandas as pd
 
 from ..errors import DataError, ModelError, _cap, _msg
 from ..registry import register_task
-from .base import TextTargetTask, pad_labels
+from .base import Pieces, TextTargetTask, pad_labels
 
 _MAX_SOURCE_TOKENS = 512
+_SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])\s+")
 _GROWTH = 2.0         # a translation is rarely more than twice its source's length in tokens
+
+
+def _freeze_fixed_positions(model) -> None:
+    """Sinusoidal position tables (Marian, M2M100, ...) are a fixed function that from_pretrained recomputes on
+    load; left trainable, fine-tuning moved them and the saved folder loaded as a different model."""
+    for module in model.modules():
+        if "Sinusoidal" in type(module).__name__:
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(False)
 
 
 @register_task("translation")
@@ -76,6 +89,7 @@ class Translation(TextTargetTask):
                                   "appkit does not handle their language codes yet",
                                   fix="use a model for one language pair, e.g. 'Helsinki-NLP/opus-mt-en-de' "
                                       "(~1,000 pairs: opus-mt-<src>-<tgt>)"))
+        _freeze_fixed_positions(model)
         prefix = prefix if prefix is not None else meta.get("prefix", "")
         if config.model_type in ("t5", "mt5", "umt5", "longt5") and not prefix:
             known = [p.get("prefix") for k, p in (getattr(config, "task_specific_params", None) or {}).items()
@@ -85,6 +99,17 @@ class Translation(TextTargetTask):
                                                                   else "'translate English to German: '")))
         return cls(model, tokenizer, prefix=prefix, labels=None, meta={**meta, "source": str(source)}, device=device,
                    precision="auto")
+
+    @classmethod
+    def _catalogue_source(cls, entry):
+        from ..models import MODELS_DIR
+
+        folder = MODELS_DIR / entry.name
+        if not (folder / "model.safetensors").exists():
+            raise ModelError(_msg(f"The packaged model {entry.name!r} is missing from {str(folder)!r}",
+                                  fix="reinstall appkit, or rebuild it: python scripts/mt_corpus.py && "
+                                      "python scripts/train_mt.py && python scripts/train_mt.py --export " + str(folder)))
+        return str(folder)
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -96,15 +121,62 @@ class Translation(TextTargetTask):
     def _preprocess(self, item, *, where: str, **_):
         from ..data import check_text_item
 
-        text = self.prefix + check_text_item(item, where=where)
-        n = len(self.processor(text).input_ids)
-        if n > self.max_tokens:   # cut silently, its end would be missing from the translation
-            raise DataError(_msg(f"{_cap(where)} is {n} tokens long; the model reads at most {self.max_tokens}",
-                                 fix="split long documents into sentences or paragraphs (errors='skip' passes over it)"))
-        return text
+        text = check_text_item(item, where=where)
+        if len(self.processor(self.prefix + text).input_ids) <= self.max_tokens:
+            return self.prefix + text
+        # longer than the model reads: translated sentence by sentence and rejoined (_merge), never cut
+        return Pieces(self.prefix + piece for piece in self._split(text, where=where))
+
+    def _split(self, text: str, *, where: str) -> list[str]:
+        """Sentences packed into pieces that fit the model; a sentence too long on its own is split between words."""
+        room = self.max_tokens - len(self.processor(self.prefix).input_ids)     # the prefix and the end token
+
+        def size(s: str) -> int:
+            return len(self.processor(s, add_special_tokens=False).input_ids)
+
+        pieces, cur, used = [], [], 0
+        for sentence in _SENTENCE_END.split(text.strip()):
+            parts = [sentence] if size(sentence) <= room else sentence.split()
+            for part in parts:
+                n = size(part)
+                if n > room:                # one "word" longer than the model reads (e.g. a long URL or data)
+                    raise DataError(_msg(f"{_cap(where)} holds a word of {n} tokens ({part[:40]!r}...); the model "
+                                         f"reads at most {self.max_tokens}",
+                                         fix="remove or shorten it (errors='skip' passes over this input)"))
+                if cur and used + n > room:
+                    pieces.append(" ".join(cur))
+                    cur, used = [], 0
+                cur.append(part)
+                used += n
+        return pieces + ([" ".join(cur)] if cur else [])
+
+    def _merge(self, results: list, pieces, **_):
+        return {"translation": " ".join(r["translation"] for r in results if r["translation"])}
 
     def _length(self, unit) -> int:
         return len(unit)
+
+    def _budget(self, n_tokens: int, max_new_tokens: int | None) -> int:
+        """New tokens a source of n tokens may produce: its own, never its batch-mates' (rounded up to 16 so
+        texts of similar length still share a batch)."""
+        if max_new_tokens:
+            return min(self.max_tokens, max_new_tokens)
+        return min(self.max_tokens, -(-(int(_GROWTH * n_tokens) + 10) // 16) * 16)
+
+    def _batches(self, units: list, batch_size: int, *, max_new_tokens: int | None = None, **options) -> list[list]:
+        """Batches of one budget each: beam search keeps a beam until the budget runs out, so a text batched
+        with longer ones would otherwise decode differently than alone."""
+        if not units:
+            return []
+        budgets = [self._budget(len(ids), max_new_tokens) for ids in self.processor([u for _, u in units]).input_ids]
+        out, cur, budget = [], [], None
+        for b, unit in sorted(zip(budgets, units), key=lambda x: -x[0]):     # stable: length order within a budget
+            if cur and (b != budget or len(cur) == batch_size):
+                out.append(cur)
+                cur = []
+            cur.append(unit)
+            budget = b
+        return out + [cur]
 
     def _collate(self, units):
         return self.processor(units, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
@@ -123,9 +195,8 @@ class Translation(TextTargetTask):
         from .base import quiet_transformers
 
         batch = dict(batch)
-        budgets = [min(self.max_tokens, max_new_tokens or int(_GROWTH * n) + 10)
-                   for n in batch["attention_mask"].sum(1).tolist()]
-        kwargs = {"max_new_tokens": max(budgets), "do_sample": False}
+        budgets = [self._budget(n, max_new_tokens) for n in batch["attention_mask"].sum(1).tolist()]
+        kwargs = {"max_new_tokens": max(budgets), "do_sample": False}   # one budget per batch (_batches)
         if num_beams is not None:
             kwargs["num_beams"] = num_beams
         with quiet_transformers():   # notices about its own generation defaults, nothing a user can act on

@@ -22,6 +22,15 @@ def mt(folder):
     return appkit.load("translation", folder)
 
 
+@pytest.fixture(scope="module")
+def trained(folder, tmp_path_factory):
+    """The tiny model fine-tuned on the toy dictionary once, saved: tests that need right answers load it."""
+    mt = appkit.load("translation", folder)
+    tmp = tmp_path_factory.mktemp("trained")
+    mt.fine_tune(toy_pairs(), epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp / "run", progress=False)
+    return mt.save(tmp / "saved")
+
+
 def test_fine_tune_learns_the_toy_dictionary_and_the_report_explains_it(mt, tmp_path):
     pairs = toy_pairs()
     before = mt.evaluate(pairs)
@@ -66,8 +75,8 @@ def test_batching_never_changes_a_result(mt):
 def test_wrong_models_and_options_are_named_with_the_fix(mt, tmp_path, folder):
     with pytest.raises(ModelError, match=re.escape("is a bert model, not a text-to-text model")):
         appkit.load("translation", make_tiny_bert_folder(tmp_path / "bert"))
-    with pytest.raises(ModelError, match=r"No model is packaged offline.*opus-mt-en-de"):
-        appkit.load("translation")
+    default, = [m for m in appkit.list_models("translation") if m["default"]]
+    assert default["name"] == "appkit-mt-en-de" and default["offline"]
     with pytest.raises(AppkitError, match=r"Unknown option.*src_lang"):
         appkit.load("translation", folder, src_lang="en")
     with pytest.raises(AppkitError, match=r"Available: .*num_beams"):
@@ -90,27 +99,38 @@ def test_training_rows_without_a_target_are_named(mt, tmp_path):
         mt.fine_tune(toy_pairs(), strategy="head", progress=False)
 
 
-def test_float32_and_bfloat16_paths_both_run(folder):
+def test_float32_and_bfloat16_paths_both_translate(trained):
+    pairs = toy_pairs()
     for precision in ("float32", "bfloat16"):
-        mt = appkit.load("translation", folder, precision=precision)
-        assert isinstance(mt.predict("left right")["translation"], str)
+        mt = appkit.load("translation", trained, precision=precision)
+        got = [r["translation"] for r in mt.predict(list(pairs.source))]
+        assert sum(g == t for g, t in zip(got, pairs.target)) >= 14, (precision, list(zip(pairs.target, got)))
 
 
-def test_a_text_longer_than_the_model_reads_is_named_not_cut(mt):
-    long = "left right " * 20                                          # ~200 byte tokens; the tiny model reads 64
-    with pytest.raises(DataError, match=r"Input 1 is \d+ tokens long; the model reads at most 64"):
-        mt.predict(["yes", long])
+def test_a_text_longer_than_the_model_reads_is_split_on_sentences_and_rejoined(trained):
+    mt = appkit.load("translation", trained)
+    long = " ".join(["yes. left right!"] * 12)                      # ~200 byte tokens; the tiny model reads 64
+    pieces = mt._split(long, where="input 0")
+    assert len(pieces) >= 4 and all(len(mt.processor(p).input_ids) <= 64 for p in pieces)
+    assert " ".join(pieces) == long                                  # nothing cut, nothing reordered
+    assert all(p.endswith(("yes.", "right!")) for p in pieces)       # cut between sentences
+    want = " ".join(mt.predict(p)["translation"] for p in pieces)
+    assert mt.predict(["no", long]) == [{"translation": "nein"}, {"translation": want}]
+    words = mt._split("left right " * 20, where="input 0")            # no sentence end: between words
+    assert len(words) >= 3 and " ".join(words) == ("left right " * 20).strip()
+    with pytest.raises(DataError, match=r"Input 1 holds a word of \d+ tokens.*reads at most 64"):
+        mt.predict(["yes", "x" * 100])
     with pytest.warns(UserWarning, match="Skipped 1 of 2"):
-        out = mt.predict(["yes", long], errors="skip")
-    assert out[1] is None and isinstance(out[0]["translation"], str)
+        out = mt.predict(["yes", "x" * 100], errors="skip")
+    assert out[1] is None and out[0] == {"translation": "ja"}
 
 
-def test_max_new_tokens_bounds_the_output_and_beams_run(mt):
+def test_max_new_tokens_bounds_the_output_and_beams_run(mt, trained):
     short = mt.predict("left right up down", max_new_tokens=4)["translation"]
     longer = mt.predict("left right up down", max_new_tokens=12)["translation"]
     # byte-level vocabulary: a token is at most one character (a cut byte sequence reads as U+FFFD)
     assert len(short) <= 4 and longer.startswith(short.rstrip("\ufffd"))
-    assert isinstance(mt.predict("left right", num_beams=3)["translation"], str)
+    assert appkit.load("translation", trained).predict("left right", num_beams=3)["translation"] == "links rechts"
 
 
 def test_t5_needs_its_task_prefix_and_gets_it_everywhere(tmp_path):
@@ -128,7 +148,9 @@ def test_t5_needs_its_task_prefix_and_gets_it_everywhere(tmp_path):
         appkit.load("translation", folder)
     mt = appkit.load("translation", folder, prefix="translate English to German: ")
     assert mt._preprocess("yes", where="input 0") == "translate English to German: yes"
-    assert isinstance(mt.predict("yes")["translation"], str)
+    ids = mt.model.generate(**mt.processor(["translate English to German: yes"], return_tensors="pt"),
+                            max_new_tokens=mt._budget(4, None), do_sample=False)
+    assert mt.predict("yes") == {"translation": mt.processor.decode(ids[0], skip_special_tokens=True).strip()}
     back = appkit.load("translation", mt.save(tmp_path / "saved"))
     assert back.prefix == "translate English to German: "                 # saved with the model
 
@@ -152,3 +174,27 @@ def test_an_opus_mt_style_folder_with_its_sentencepiece_tokenizer(tmp_path):
     back = appkit.load("translation", mt.save(tmp_path / "saved"))
     assert type(back.processor).__name__ == "MarianTokenizer"
     assert [r["translation"] for r in back.predict(list(pairs.source[:4]))] == got[:4]
+
+
+def test_a_fine_tuned_model_saves_and_loads_as_the_same_model(tmp_path):
+    """Issue 8: fine-tuning moved Marian's sinusoidal position tables, which from_pretrained recomputes, so the
+    saved folder loaded as another model ('yes' -> 'ja nein'). The fixed tables stay fixed now."""
+    import torch
+
+    mt = appkit.load("translation", make_tiny_opus_folder(tmp_path / "opus"))
+    mt.fine_tune(toy_pairs(), epochs=2, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
+    back = appkit.load("translation", mt.save(tmp_path / "saved"))
+    before, after = mt.model.state_dict(), back.model.state_dict()
+    assert set(before) == set(after)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == []
+
+
+def test_beam_search_results_do_not_depend_on_batch_mates(tmp_path):
+    """An untrained model's beams run to their budget: batched with a longer text, a short one used to get the
+    longer text's budget and a different result than alone."""
+    mt = appkit.load("translation", make_tiny_opus_folder(tmp_path / "opus"), precision="float32")
+    texts = ["yes", "left right up down stop go", "no", "stop go left right up down yes no left"]
+    alone = [mt.predict(t)["translation"] for t in texts]
+    assert [r["translation"] for r in mt.predict(texts)] == alone
+    assert [r["translation"] for r in mt.predict(texts[::-1], batch_size=2)] == alone[::-1]
