@@ -38,7 +38,7 @@ CELLS = [
     "print('RUN-RETURNED', int(run.history.step.max()), run.interrupted)",
     # 2: a report whose examples hold dollar amounts
     "test = text_train_frame(40)\n"
-    "test.loc[::2, 'text'] = 'it cost me $8/month, later about $100 and it is bad'\n"
+    "test.loc[:3, 'text'] = 'it cost me $8/month, later about $100 and it is bad'  # two labels: some wrong\n"
     "report = clf.evaluate(test)\nreport",
     "report.explore(page_size=3)",
     "appkit.widgets.demo(clf)",
@@ -80,7 +80,7 @@ def lab(tmp_path):
     proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180   # a loaded 2-core machine starts it in 5-60 s
         while True:
             try:
                 urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
@@ -91,6 +91,13 @@ def lab(tmp_path):
                 time.sleep(0.5)
         yield f"{base}/lab/tree/live.ipynb?token={token}"
     finally:
+        # kernels run in their own session: ask the server to shut them down, then end the server's group
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+            urllib.request.urlopen(req, timeout=10)
+            proc.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(proc.pid, sig)
@@ -118,37 +125,38 @@ def test_live_training_stop_report_explore_and_demo_in_a_real_browser(lab):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(180_000)     # a 2-core machine shared with training jobs is slow, not broken
         try:
             _step("open JupyterLab")
             page.goto(lab)
             page.wait_for_function("() => window.jupyterapp && jupyterapp.shell.currentWidget && "
                                    "jupyterapp.shell.currentWidget.sessionContext?.session?.kernel?.status === 'idle'",
-                                   timeout=90_000)
+                                   polling=500)
             _step("kernel idle: run all cells")
             page.evaluate("() => jupyterapp.commands.execute('notebook:run-all-cells')")
             # the live widget: counters move, then Stop
             stop = page.locator(".widget-button", has_text="Stop")
-            stop.wait_for(timeout=120_000)
-            page.wait_for_function("() => /step [1-9]\\d* \\/ /.test(document.body.innerText)", timeout=60_000)
+            stop.wait_for(timeout=300_000)   # kernel start, imports, feature cache
+            page.wait_for_function("() => /step [1-9]\\d* \\/ /.test(document.body.innerText)", polling=500)
             page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea img')].some(i => i.naturalWidth > 100)",
-                                   timeout=60_000)
+                                   polling=500)
             stop.scroll_into_view_if_needed()
             _step("live widget shows steps and a chart")
             _shot(page, "1-training-live.png")
             stop.click()
-            page.get_by_text("RUN-RETURNED").wait_for(timeout=60_000)
+            page.get_by_text("RUN-RETURNED").wait_for()
             out = page.locator(".jp-OutputArea-output", has_text="RUN-RETURNED").inner_text()
             steps, interrupted = out.split()[1], out.split()[2]
             assert int(steps) < 400 * 6 and interrupted == "False", out
             _step(f"fine_tune returned after {steps} steps")
             summary = page.locator(".appkit-training")
-            summary.wait_for(timeout=30_000)        # the live widget was replaced by its static summary
+            summary.wait_for()        # the live widget was replaced by its static summary
             assert "Stopped with the Stop button" in summary.inner_text()
             summary.scroll_into_view_if_needed()
             _shot(page, "2-training-stopped-static-summary.png")
             # the report: dollar amounts stay text, MathJax typesets nothing in it
             rep = page.locator(".appkit-report").first
-            rep.wait_for(timeout=120_000)
+            rep.wait_for()
             page.wait_for_timeout(1500)             # MathJax typesets asynchronously: give it the chance
             rep.locator("text=Worst errors").scroll_into_view_if_needed()
             text = rep.inner_text()
@@ -158,17 +166,17 @@ def test_live_training_stop_report_explore_and_demo_in_a_real_browser(lab):
             _shot(page, "3-report-dollars-as-text.png")
             # the error browser: page through
             pos = page.locator(".widget-html", has_text="items 1-")
-            pos.first.wait_for(timeout=60_000)
+            pos.first.wait_for()
             page.locator(".widget-button", has_text="next").first.click()
-            page.locator(".widget-html", has_text="items 4-").first.wait_for(timeout=30_000)
+            page.locator(".widget-html", has_text="items 4-").first.wait_for()
             page.locator(".widget-slider").first.scroll_into_view_if_needed()
             _shot(page, "4-explore.png")
             # the demo: type, predict, see the label and the bars
             box = page.locator(".widget-textarea textarea").first
-            box.wait_for(timeout=60_000)
+            box.wait_for()
             box.fill("great product, only $5")
             page.locator(".widget-button", has_text="Predict").first.click()
-            page.locator(".widget-html", has_text="sure)").first.wait_for(timeout=60_000)
+            page.locator(".widget-html", has_text="sure)").first.wait_for()
             box.scroll_into_view_if_needed()
             _shot(page, "5-demo.png")
             print(f"\nscreenshots: {ARTIFACTS}")
