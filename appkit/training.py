@@ -635,7 +635,10 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
     direction = "minimize" if metric in ("loss", "wer", "cer") else "maximize"
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, show_progress_bar=True)
+        from .widgets.progress import TrialDisplay   # each trial as it finishes (no ipywidgets needed)
+
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, show_progress_bar=False,
+                       callbacks=[TrialDisplay(metric=metric, direction=direction, n_trials=n_trials)])
     finally:
         task.model.load_state_dict(snapshot)  # tuning never changes the model the user holds
         task.meta = meta

@@ -258,3 +258,67 @@ class LiveTraining(_Tracker):
 
             self._handle.update(HTML(self.summary_html))
             self.widget.close()
+
+
+class TrialDisplay:
+    """An optuna callback for ``tune()``: each finished trial as it finishes, the best so far, a small scatter.
+
+    In a notebook one output updated in place (static HTML, so it survives a reopen); in a terminal one line per trial."""
+
+    def __init__(self, *, metric: str, direction: str, n_trials: int | None, show: bool = True):
+        self.metric, self.direction, self.n_trials = metric, direction, n_trials
+        self.rows: list[dict] = []
+        self.notebook = show and in_notebook()
+        self._handle = None
+        self.html = ""
+
+    def __call__(self, study, trial) -> None:
+        if trial.value is None:
+            return
+        self.rows.append({"trial": trial.number, self.metric: trial.value, **trial.params,
+                          "seconds": trial.duration.total_seconds() if trial.duration else None})
+        best = study.best_trial
+        line = (f"trial {len(self.rows)}{'/' + str(self.n_trials) if self.n_trials else ''}: {self.metric} "
+                f"{trial.value:.4f} (best {best.value:.4f}, trial {best.number}) "
+                + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
+        if not self.notebook:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+            return
+        from IPython.display import HTML, display
+
+        self.html = self._render(best.number)
+        if self._handle is None:
+            self._handle = display(HTML(self.html), display_id=True)
+        else:
+            self._handle.update(HTML(self.html))
+
+    def _render(self, best_number: int) -> str:
+        import matplotlib.pyplot as plt
+
+        from ..report import PALETTE, notebook_safe, plot_style
+
+        with plot_style():
+            fig, ax = plt.subplots(figsize=(4, 2.6))
+            xs = [r["trial"] for r in self.rows]
+            ys = [r[self.metric] for r in self.rows]
+            ax.scatter(xs, ys, color=PALETTE[0])
+            best = [r for r in self.rows if r["trial"] == best_number]
+            if best:
+                ax.scatter([best[0]["trial"]], [best[0][self.metric]], color=PALETTE[3], s=80, label="best so far")
+                ax.legend(loc="lower right")
+            ax.set_xlabel("trial")
+            ax.set_ylabel(self.metric)
+            ax.set_title(f"Search ({self.direction} {self.metric})")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        cols = list(self.rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+                                        for v in (r.get(c) for c in cols)) + "</tr>" for r in self.rows)
+        table = f"<table style='font-size:12px'><tr>{''.join(f'<th>{html.escape(c)}</th>' for c in cols)}</tr>{body}</table>"
+        return notebook_safe(
+            f"<div><b>Hyperparameter search</b>: {len(self.rows)}{' of ' + str(self.n_trials) if self.n_trials else ''} "
+            f"trials done, best is trial {best_number}.<br><img alt='metric per trial' "
+            f"src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>{table}</div>")

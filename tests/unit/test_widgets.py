@@ -156,3 +156,18 @@ def test_error_browser_shows_audio_players_and_translations(tmp_path):
     e2 = explore(mt.task.evaluate(mt.train))
     e2.which.value = "all"
     assert "<b>source</b>: yes" in e2.items.value and "chrF" in e2.items.value
+
+
+def test_tune_shows_each_trial_as_it_finishes(tmp_path, capsys):
+    from appkit.widgets.progress import TrialDisplay
+
+    clf = tiny_text(tmp_path).task
+    result = clf.tune(text_train_frame(), n_trials=2, space={"learning_rate": ("log", 1e-3, 1e-2), "epochs": ("int", 1, 2)})
+    text = capsys.readouterr()
+    lines = [ln for ln in (text.out + text.err).splitlines() if ln.startswith("trial ")]
+    assert [ln.split(":")[0] for ln in lines] == ["trial 1/2", "trial 2/2"] and "(best " in lines[1]
+    assert f"{result.best_value:.4f}" in lines[-1] or f"{result.best_value:.4f}" in lines[0]
+    shown = TrialDisplay(metric="macro_f1", direction="maximize", n_trials=2, show=False)
+    shown.rows = [{"trial": 0, "macro_f1": 0.5, "learning_rate": 0.001}, {"trial": 1, "macro_f1": 0.7, "learning_rate": 0.01}]
+    page = shown._render(1)
+    assert "2 of 2 trials done, best is trial 1" in page and "data:image/png;base64," in page
