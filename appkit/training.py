@@ -222,6 +222,9 @@ def _run_dirs(task, cfg: TrainConfig, strategy: str, train_df: pd.DataFrame) -> 
             return max(runs)[1], group
     import uuid
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # torchrun / accelerate: every rank must name the same folder
+        job = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        return group / f"run-ddp-{job if job != 'none' else ''}{os.environ.get('MASTER_PORT', '')}", group
     return group / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", group
 
 
