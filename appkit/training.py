@@ -203,7 +203,8 @@ def _check_config(cfg: TrainConfig) -> None:
     number("batch_size", cfg.batch_size, low=0, integer=True, allow_none=True, example=16)
     number("weight_decay", cfg.weight_decay, low=-1e-12, example=0.01)
     number("validation_split", cfg.validation_split, low=-1e-12, high=1, example=0.2)
-    number("early_stopping_patience", cfg.early_stopping_patience, low=0, integer=True, allow_none=True, example=2)
+    if cfg.early_stopping_patience != 0:   # 0, like None, means no early stopping
+        number("early_stopping_patience", cfg.early_stopping_patience, low=0, integer=True, allow_none=True, example=2)
     if cfg.class_weights not in ("auto", None):
         raise unknown_name("class_weights", cfg.class_weights, ["auto", None])
 
