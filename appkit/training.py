@@ -349,7 +349,8 @@ def _check_config(cfg: TrainConfig) -> None:
     number("batch_size", cfg.batch_size, low=0, integer=True, allow_none=True, example=16)
     number("weight_decay", cfg.weight_decay, low=-1e-12, example=0.01)
     number("validation_split", cfg.validation_split, low=-1e-12, high=1, allow_none=True, example=0.2)
-    number("early_stopping_patience", cfg.early_stopping_patience, low=0, integer=True, allow_none=True, example=2)
+    if cfg.early_stopping_patience != 0:   # 0, like None, means no early stopping
+        number("early_stopping_patience", cfg.early_stopping_patience, low=0, integer=True, allow_none=True, example=2)
     if cfg.class_weights not in _CLASS_WEIGHTS:
         raise unknown_name("class_weights", cfg.class_weights, _CLASS_WEIGHTS)
 
@@ -368,6 +369,9 @@ def _run_dirs(task, cfg: TrainConfig, strategy: str, train_df: pd.DataFrame) -> 
             return max(runs)[1], group
     import uuid
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # torchrun / accelerate: every rank must name the same folder
+        job = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        return group / f"run-ddp-{job if job != 'none' else ''}{os.environ.get('MASTER_PORT', '')}", group
     return group / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", group
 
 

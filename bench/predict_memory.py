@@ -11,7 +11,10 @@ prediction columns, one result per row, and one batch of activations. Prints the
 (RSS, sampled every 10 ms) before, at the peak of and after ``predict``, the growth per row, and
 whether the peak stayed within the bound; exits 1 if not.
 
-    python bench/predict_memory.py [--n 100000] [--seed 0]
+    python bench/predict_memory.py [--n 100000] [--seed 0] [--model FOLDER]
+
+``--model`` takes another text-classification folder (e.g. a tiny one, to check the per-row growth
+quickly on a busy machine); the default is the packaged MiniLM-L6 (zero-shot with three labels).
 """
 from __future__ import annotations
 
@@ -76,6 +79,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=None, help="a text-classification folder (default: the packaged MiniLM-L6)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     import pandas as pd
@@ -83,12 +87,12 @@ def main() -> int:
 
     import appkit
 
-    clf = appkit.load("text-classification", labels=["negative", "neutral", "positive"])
+    clf = appkit.load("text-classification", args.model, labels=["negative", "neutral", "positive"])
     clf.predict(["warm-up"] * 8)
     df = pd.DataFrame({"id": range(args.n), "text": texts(args.n, args.seed)})
     chars = int(df.text.str.len().sum())
     print(f"{args.n:,} rows, {chars / args.n:.0f} characters on average ({chars / 2**20:.1f} MB of text); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {clf.meta.get('catalogue')}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {clf.meta.get('catalogue') or args.model}")
     before = rss_mb()
     t0 = time.perf_counter()
     with PeakRSS() as peak:
