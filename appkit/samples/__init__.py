@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError, _msg
+from ..errors import DataError, _msg
 
 
 def _package_dir(module: str, pip_name: str) -> Path:
@@ -48,14 +48,14 @@ def drug_reviews(split: str | None = None) -> pd.DataFrame:
 
 
 # --- image
-from ._samples_image import bad_images, build_clipart_products, clipart_products  # noqa: E402,F401
+from .._samples_image import bad_images, build_clipart_products, clipart_products  # noqa: E402,F401
 
 
 # --- speech
-from ._samples_speech import (  # noqa: E402,F401
+from .._samples_speech import (  # noqa: E402,F401
     asterisk_prompts, drug_name_sentences, drug_name_speech, librivox_clips, synthesize_speech,
 )
 
 
 # --- translation
-from ._samples_translation import ui_strings  # noqa: E402,F401
+from .._samples_translation import ui_strings  # noqa: E402,F401
