@@ -50,6 +50,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     checkpoints: bool = True   # off for tuning trials: nothing to resume there, and saving costs time
+    callbacks: list = field(default_factory=list)   # the user's transformers TrainerCallbacks
 
 
 @dataclass
@@ -295,6 +296,7 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
         disable_tqdm=not cfg.progress, label_names=["labels"],
     )
     callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
+    callbacks += list(cfg.callbacks)
     weight_t = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
 
     class AppkitTrainer(Trainer):
@@ -309,11 +311,17 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
 
     trainer = AppkitTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collate,
                             compute_metrics=metrics_fn, callbacks=callbacks)
-    if not cfg.progress:  # quiet means quiet: no per-step log lines either
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    # Trainer's own bars and raw log dicts give way to appkit's display: a live widget in a notebook,
+    # one bar and a line per epoch in a terminal (appkit.widgets.progress imports ipywidgets only in a kernel)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
 
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+    for cb in (PrinterCallback, ProgressCallback, NotebookProgressCallback):
+        trainer.remove_callback(cb)
+    if cfg.progress:
+        from .widgets.progress import progress_callback
+
+        trainer.add_callback(progress_callback(metric=best.removeprefix("eval_")))
     return trainer
 
 

@@ -114,6 +114,7 @@ class Task:
         self.skipped: list[tuple[int, str]] = []   # (position, reason) of the last predict with errors="skip"
         self.last_run = None
         self._feature_cache: dict[str, Any] = {}
+        self._card_data = None   # (train, eval) frames of the last fine_tune, for the data card; never saved
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -351,7 +352,8 @@ class Task:
                   learning_rate: float | None = None, batch_size: int | None = None, weight_decay: float = 0.01,
                   class_weights: str | None = "auto", early_stopping_patience: int | None = None,
                   validation_split: float = 0.0, output_dir: str | os.PathLike | None = None,
-                  resume: bool = False, checkpoints: bool = True, columns: dict | None = None, progress: bool = True):
+                  resume: bool = False, checkpoints: bool = True, columns: dict | None = None, progress: bool = True,
+                  callbacks: list | None = None):
         """Fine-tune on ``train``; returns a TrainingRun whose ``history`` is a DataFrame.
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
@@ -361,17 +363,21 @@ class Task:
         checkpoints: a checkpoint each epoch (the last two kept) so ``resume=True`` can continue;
         False saves the disk (a Whisper decoder's is ~340 MB) but an interrupted run then keeps only
         the checkpoint taken when it stopped. Early stopping always keeps them (it restores the best).
+        callbacks: transformers ``TrainerCallback``s added to the run (appkit's own progress display
+        is added when progress=True).
         """
         from ..training import TrainConfig, fine_tune
 
         cfg = TrainConfig(epochs=epochs, strategy=strategy, seed=seed, learning_rate=learning_rate,
                           batch_size=batch_size, weight_decay=weight_decay, class_weights=class_weights,
                           early_stopping_patience=early_stopping_patience, validation_split=validation_split,
-                          output_dir=output_dir, resume=resume, progress=progress, checkpoints=checkpoints)
+                          output_dir=output_dir, resume=resume, progress=progress, checkpoints=checkpoints,
+                          callbacks=list(callbacks or []))
         train_df = self._read(train, columns=columns, where="training data")
         eval_df = self._read(eval_data, columns=columns, where="evaluation data") if eval_data is not None else None
         run = fine_tune(self, train_df, eval_df, cfg)
         self.last_run = run
+        self._card_data = (train_df, eval_df)
         self._after_fit(run)
         return run
 
@@ -414,8 +420,11 @@ class Task:
         pass
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | os.PathLike) -> Path:
-        """A plain transformers folder (safetensors) plus appkit.json; reload with appkit.load(task, path)."""
+    def save(self, path: str | os.PathLike, *, include_examples: bool = False) -> Path:
+        """A plain transformers folder (safetensors) plus appkit.json and a README.md model card; reload with
+        appkit.load(task, path). The card describes the training data without examples unless include_examples=True."""
+        from ..report import card_markdown, model_card
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         with quiet_transformers():
@@ -429,7 +438,9 @@ class Task:
             "labels": self.labels,
             **self._save_meta(),
         }
+        meta["model_card"] = model_card(self, include_examples=include_examples)
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        (path / "README.md").write_text(card_markdown(self, meta["model_card"]), encoding="utf-8")
         return path
 
     def _save_meta(self) -> dict:

@@ -1,0 +1,260 @@
+"""Training progress, handed to the engine as a transformers TrainerCallback.
+
+In a Jupyter kernel: one widget updated in place (loss / metric chart per epoch, epoch and step
+counters, elapsed and ETA, a Stop button), replaced by a static HTML summary when training ends so
+a saved notebook shows the summary, not "Error displaying widget". In a terminal: one tqdm bar and
+one line per epoch. ipywidgets is imported only inside a kernel.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+
+from transformers import TrainerCallback
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, nbclient), False in a terminal or plain IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def progress_callback(*, metric: str):
+    return LiveTraining(metric=metric) if in_notebook() else TerminalProgress(metric=metric)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class _Tracker(TrainerCallback):
+    """What both displays record: losses per logged step, evaluation per epoch, timing."""
+
+    def __init__(self, *, metric: str):
+        self.metric = metric
+        self.train_points: list[tuple[float, float]] = []     # (epoch, loss)
+        self.eval_points: list[dict] = []                     # {'epoch', 'loss', metric}
+        self.started = time.perf_counter()
+        self.step, self.max_steps, self.epochs = 0, 0, 0
+        self.stopped_by_user = False
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.started = time.perf_counter()
+        self.max_steps, self.epochs = state.max_steps, args.num_train_epochs
+        self.step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs and state.epoch is not None:
+            self.train_points.append((float(state.epoch), float(logs["loss"])))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        metrics = metrics or {}
+        point = {"epoch": float(state.epoch or 0), "loss": metrics.get("eval_loss")}
+        if f"eval_{self.metric}" in metrics and self.metric != "loss":
+            point[self.metric] = metrics[f"eval_{self.metric}"]
+        self.eval_points.append(point)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def eta(self) -> float | None:
+        done = self.step
+        return self.elapsed() / done * (self.max_steps - done) if done and self.max_steps else None
+
+    def status_line(self) -> str:
+        epoch = self.step / max(self.max_steps, 1) * self.epochs
+        eta = self.eta()
+        return (f"epoch {epoch:.1f} / {self.epochs:g} · step {self.step} / {self.max_steps} · elapsed "
+                f"{_clock(self.elapsed())}" + (f" · about {_clock(eta)} left" if eta is not None else ""))
+
+    def epoch_line(self, epoch: float) -> str:
+        loss = next((v for e, v in reversed(self.train_points) if e <= epoch + 1e-9), None)
+        parts = [f"epoch {epoch:.0f}/{self.epochs:g}"]
+        if loss is not None:
+            parts.append(f"train loss {loss:.4f}")
+        ev = self.eval_points[-1] if self.eval_points and abs(self.eval_points[-1]["epoch"] - epoch) < 1e-6 else None
+        if ev:
+            if ev.get("loss") is not None:
+                parts.append(f"validation loss {ev['loss']:.4f}")
+            if self.metric in ev:
+                parts.append(f"{self.metric} {ev[self.metric]:.4f}")
+        parts.append(f"({_clock(self.elapsed())})")
+        return "  ".join(parts)
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        from ..report import PALETTE, plot_style
+
+        with plot_style():
+            fig, ax = plt.subplots(figsize=(6, 3))
+            if self.train_points:
+                ax.plot(*zip(*self.train_points), color=PALETTE[0], label="training loss")
+            ev = [p for p in self.eval_points if p.get("loss") is not None]
+            if ev:
+                ax.plot([p["epoch"] for p in ev], [p["loss"] for p in ev], "o-", color=PALETTE[1], label="validation loss")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("loss")
+            scored = [p for p in self.eval_points if self.metric in p]
+            if scored:
+                ax2 = ax.twinx()
+                ax2.plot([p["epoch"] for p in scored], [p[self.metric] for p in scored], "s--", color=PALETTE[2],
+                         label=f"validation {self.metric}")
+                ax2.set_ylabel(self.metric)
+                ax2.grid(False)
+                ax2.legend(loc="upper right")
+            ax.set_xlim(0, max(float(self.epochs), 1))
+            if self.train_points or ev:
+                ax.legend(loc="upper left")
+            ax.set_title("Fine-tuning")
+        return fig
+
+    def png(self) -> bytes:
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        return buf.getvalue()
+
+
+class TerminalProgress(_Tracker):
+    """One tqdm bar for the training steps and one plain line per epoch; no raw Trainer dictionaries."""
+
+    def __init__(self, *, metric: str):
+        super().__init__(metric=metric)
+        self.bar = None
+        self._evaluates = False
+
+    def on_train_begin(self, args, state, control, **kw):
+        from tqdm.auto import tqdm
+
+        super().on_train_begin(args, state, control, **kw)
+        self._evaluates = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step", leave=False)
+
+    def on_step_end(self, args, state, control, **kw):
+        self.step = state.global_step
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_epoch_end(self, args, state, control, **kw):
+        if not self._evaluates:
+            self._write(self.epoch_line(round(state.epoch or 0)))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        super().on_evaluate(args, state, control, metrics=metrics, **kw)
+        if state.global_step and not getattr(self, "_final", False):
+            self._write(self.epoch_line(round(state.epoch or 0)))
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._final = True   # the engine's final trainer.evaluate() prints nothing more
+
+    def _write(self, line: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)
+
+
+class LiveTraining(_Tracker):
+    """The notebook widget. ``stop`` is the Stop button; clicking it ends training at the next step."""
+
+    poll_every_s = 0.2     # how often pending clicks are read while the cell runs
+    redraw_every_s = 0.5
+
+    def __init__(self, *, metric: str, show: bool = True):
+        import ipywidgets as w
+
+        super().__init__(metric=metric)
+        self.show = show
+        self.status = w.HTML("Preparing…")
+        self.chart = w.Image(format="png", layout=w.Layout(max_width="640px"))
+        self.stop = w.Button(description="Stop", icon="stop", button_style="warning",
+                             tooltip="End training after the current step; the run is returned as usual")
+        self.table = w.HTML("")
+        self.widget = w.VBox([w.HBox([self.stop, self.status]), self.chart, self.table])
+        self.stop.on_click(self._on_stop)
+        self._handle = None
+        self._last_poll = self._last_draw = 0.0
+        self.summary_html = ""
+
+    def _on_stop(self, _button=None) -> None:
+        self.stopped_by_user = True
+        self.stop.disabled = True
+        self.stop.description = "Stopping…"
+
+    def on_train_begin(self, args, state, control, **kw):
+        super().on_train_begin(args, state, control, **kw)
+        self.status.value = html.escape(self.status_line())
+        if self.show:
+            from IPython.display import display
+
+            self._handle = display(self.widget, display_id=True)
+
+    def on_step_end(self, args, state, control, **kw):
+        self.step = state.global_step
+        now = time.perf_counter()
+        if now - self._last_poll >= self.poll_every_s:
+            self._last_poll = now
+            self._poll()
+        if now - self._last_draw >= self.redraw_every_s:
+            self._last_draw = now
+            self.status.value = html.escape(self.status_line())
+        if self.stopped_by_user:
+            control.should_training_stop = True
+
+    def _poll(self) -> None:
+        """A running cell blocks the kernel's message loop: read pending widget messages (the Stop click) here."""
+        if not (self.show and in_notebook()):
+            return
+        from jupyter_ui_poll import ui_events
+
+        with ui_events() as poll:
+            poll(20)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        super().on_evaluate(args, state, control, metrics=metrics, **kw)
+        self.chart.value = self.png()
+        self.table.value = self._table_html()
+
+    def on_epoch_end(self, args, state, control, **kw):
+        if not self.eval_points:
+            self.chart.value = self.png()
+
+    def _table_html(self) -> str:
+        from ..report import notebook_safe
+
+        head = "<tr><th>epoch</th><th>validation loss</th>" + (f"<th>{html.escape(self.metric)}</th>" if self.metric != "loss" else "") + "</tr>"
+        rows = "".join(
+            f"<tr><td>{p['epoch']:.1f}</td><td>{p['loss'] if p.get('loss') is None else format(p['loss'], '.4f')}</td>"
+            + (f"<td>{p[self.metric]:.4f}</td>" if self.metric in p else "") + "</tr>" for p in self.eval_points[-8:])
+        return notebook_safe(f"<table style='font-size:12px'>{head}{rows}</table>")
+
+    def on_train_end(self, args, state, control, **kw):
+        self.step = state.global_step
+        how = (f"Stopped with the Stop button at step {self.step} of {self.max_steps}" if self.stopped_by_user
+               else f"Finished {self.step} steps")
+        self.stop.disabled, self.stop.description = True, "Stopped" if self.stopped_by_user else "Done"
+        self.status.value = html.escape(f"{how} · {_clock(self.elapsed())}")
+        png = base64.b64encode(self.png()).decode()
+        self.summary_html = (f'<div class="appkit-training"><b>Fine-tuning</b>: {html.escape(how)} '
+                             f"(epoch {state.epoch or 0:.1f} of {self.epochs:g}) in {_clock(self.elapsed())}.<br>"
+                             f'<img alt="training and validation loss per epoch" src="data:image/png;base64,{png}"/>'
+                             f"{self._table_html()}</div>")
+        if self._handle is not None:
+            # the saved notebook keeps this static summary; the live widget's state is not saved with it
+            from IPython.display import HTML
+
+            self._handle.update(HTML(self.summary_html))
+            self.widget.close()
