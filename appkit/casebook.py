@@ -15,6 +15,7 @@ import argparse
 import html
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,9 @@ def run_one(source: Path, out: Path, *, quick: bool, cwd: Path, timeout: int = 9
                            "--cwd", str(cwd), "--timeout", str(timeout)] + (["--quick"] if quick else []),
                           capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    error = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["failed"])[-1][:2000]
+    # the last line of the traceback names the error; nbclient colours it for a terminal
+    last = (re.sub(r"\x1b\[[0-9;]*m", "", done.stderr).strip().splitlines() or ["failed"])[-1]
+    error = None if done.returncode == 0 else last[:2000]
     page = to_html(executed, out / f"{source.stem}.html") if executed.exists() else None
     return NotebookRun(source, executed if executed.exists() else None, page, seconds, error)
 
