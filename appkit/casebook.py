@@ -92,15 +92,22 @@ def _title(executed: Path) -> str:
     return executed.stem
 
 
-def run_one(source: Path, out: Path, *, quick: bool, cwd: Path, timeout: int = 900) -> NotebookRun:
-    """Execute `source` in a child process (its own kernel and memory), then write its HTML page."""
+def run_one(source: Path, out: Path, *, quick: bool, cwd: Path, timeout: int = 900, threads: int | None = None) -> NotebookRun:
+    """Execute `source` in a child process (its own kernel and memory), then write its HTML page.
+
+    threads: torch/OpenMP threads of the kernel. Two kernels each spinning two threads on two cores
+    spend much of their time waiting on each other, so run_all gives each its share of the cores.
+    """
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     executed = out / "executed" / source.name
     executed.unlink(missing_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen([sys.executable, "-m", "appkit.casebook", "_execute", str(source), str(executed),
                                   "--cwd", str(cwd), "--timeout", str(timeout)] + (["--quick"] if quick else []),
-                                 stdout=subprocess.DEVNULL, stderr=err)
+                                 stdout=subprocess.DEVNULL, stderr=err, env=env)
         # wait4: the CPU time of the child and of the kernel it reaped, the honest cost on a shared machine
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -141,8 +148,11 @@ def run_all(out, *, notebooks=None, quick: bool = False, workers: int = 2, cwd=N
     if not paths:
         raise AppkitError(_msg("No notebooks to run", where=str(NOTEBOOKS), expected="*.ipynb files"))
     cwd = Path(cwd).resolve() if cwd else Path.cwd()  # where the notebooks save models/ and reports/
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        runs = list(pool.map(lambda p: run_one(p.resolve(), out, quick=quick, cwd=cwd, timeout=timeout), paths))
+    workers = max(1, min(workers, len(paths)))
+    threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = list(pool.map(lambda p: run_one(p.resolve(), out, quick=quick, cwd=cwd, timeout=timeout,
+                                               threads=threads), paths))
     write_index(runs, out, extra=extra)
     return runs
 
