@@ -507,16 +507,9 @@ def _private_appkit_cache(tmp_path_factory):
 def venv_kernel(tmp_path_factory) -> str:
     """Name of a Jupyter kernel that runs this interpreter (the venv under test), in a private JUPYTER_PATH:
     a user's own "python3" kernel spec, pointing at another Python, cannot shadow it."""
-    import json
-    import sys
+    from appkit.casebook import KERNEL_NAME, kernel_dir
 
-    name = "appkit-under-test"
-    root = tmp_path_factory.mktemp("jupyter")
-    spec = root / "kernels" / name
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"appkit under test ({sys.executable})", "language": "python"}))
+    root = kernel_dir(tmp_path_factory.mktemp("jupyter"))   # the one kernelspec writer, shared with make demo
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JUPYTER_PATH", os.pathsep.join([str(root), *filter(None, [os.environ.get("JUPYTER_PATH")])]))
-        yield name
+        yield KERNEL_NAME

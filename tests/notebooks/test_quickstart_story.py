@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,29 +23,21 @@ print("FACTS" + _json.dumps({"comparison": _cmp, "best_epoch": run.best_epoch, "
 """
 
 
-def venv_kernelspec(root: Path) -> str:
-    """A kernel spec whose interpreter is this venv's python, so a user-level 'python3' spec pointing at
-    another interpreter cannot stand in for the code under test."""
-    spec = root / "kernels" / "appkit-venv"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "appkit venv", "language": "python"}))
-    return "appkit-venv"
-
-
 @pytest.mark.notebook
 def test_quickstart_fine_tuning_beats_zero_shot_and_the_majority_and_is_calibrated(tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    kernel = venv_kernelspec(tmp_path / "jupyter")
+    from appkit.casebook import KERNEL_NAME, kernel_dir
+
+    # a kernel of this interpreter (the venv under test), not whatever a user-level "python3" spec starts
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir(tmp_path / "jupyter")))
+    kernel = KERNEL_NAME
     work = tmp_path / NOTEBOOK.name
     shutil.copy(NOTEBOOK, work)
     nb = nbformat.read(work, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(_FACTS))
-    NotebookClient(nb, timeout=1200, kernel_name=kernel, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=900, kernel_name=kernel, resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
