@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -63,8 +64,11 @@ def test_what_cannot_be_exported_or_loaded_says_why(trained_text, tmp_path):
     with pytest.raises(UnknownNameError, match="Did you mean 'onnx'"):
         appkit.load("text-classification", str(folder), backend="onx")
     trained_text.export_onnx(folder / "onnx")
+    stale = shutil.copytree(folder / "onnx", tmp_path / "old-export")
     trained_text.fine_tune(text_train_frame(), epochs=1, progress=False)   # the weights move on ...
-    trained_text.save(folder)                                             # ... and are saved, not re-exported
+    trained_text.save(folder)                                             # ... and are saved, not re-exported:
+    assert not (folder / "onnx").exists()        # a save writes a whole new folder, the old export goes with it
+    shutil.copytree(stale, folder / "onnx")      # an old export copied back in by hand is still caught
     with pytest.raises(ModelError, match="exported from other weights"):
         appkit.load("text-classification", str(folder), backend="onnx")
 

@@ -258,7 +258,7 @@ BAD_OPTIONS = {
     "batch_size=2.5": ({"batch_size": 2.5}, "batch_size=2.5"),
     "validation_split=1": ({"validation_split": 1.0}, "validation_split=1.0"),
     "weight_decay=-0.1": ({"weight_decay": -0.1}, "weight_decay=-0.1"),
-    "class_weights='balanced'": ({"class_weights": "balanced"}, "Unknown class_weights"),
+    "class_weights='even'": ({"class_weights": "even"}, "Unknown class_weights"),
     "patience without validation data": ({"early_stopping_patience": 2}, "needs validation data"),
 }
 
