@@ -39,7 +39,7 @@ def start(model: str, port: int, extra: list[str], log) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "appkit.cli", "serve", model, "--port", str(port), *extra],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
+    deadline = time.time() + 900   # loading torch and the model: seconds on a quiet machine, minutes on a busy one
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited with {proc.returncode}; see {log.name}")
@@ -49,7 +49,7 @@ def start(model: str, port: int, extra: list[str], log) -> subprocess.Popen:
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise SystemExit("the server did not start within 300 s")
+    raise SystemExit(f"the server did not start within 900 s; see {log.name}")
 
 
 def get(port: int, path: str) -> dict:

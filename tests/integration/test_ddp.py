@@ -57,7 +57,7 @@ def train(tmp: Path, bert: str, name: str, strategy: str, nproc: int) -> subproc
                 f"--master_addr=127.0.0.1", f"--master_port={free_port()}"] if nproc > 1 else [sys.executable]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([*launcher, str(script), bert, str(tmp / name), str(24 // nproc), strategy], cwd=tmp, env=env,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
@@ -96,7 +96,7 @@ def test_predict_splits_the_input_across_two_processes(tmp_path):
                          text=True, timeout=600)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                           f"--master_port={free_port()}", *args, "--output", "two.csv"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=1200)
     assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
     a, b = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
     assert list(b.id) == list(range(18)) and list(a.pred_label) == list(b.pred_label)

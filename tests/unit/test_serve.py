@@ -40,7 +40,7 @@ class Server:
         self.log = open(cwd / f"server-{self.port}.log", "w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "appkit.cli", "serve", str(model), "--port", str(self.port),
                                       *args], cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 180
+        deadline = time.time() + 900   # a busy shared machine can take minutes to import torch
         while time.time() < deadline:
             assert self.proc.poll() is None, self.output()
             try:
