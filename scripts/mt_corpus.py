@@ -95,7 +95,8 @@ def keep(en: str, de: str) -> bool:
 
 def ui_pairs(folders: dict[str, Path]):
     for app, folder in folders.items():
-        for mo in sorted(folder.rglob("locale/de/LC_MESSAGES/*.mo")):
+        # usr/share/locale/de/... for most programs; LibreOffice keeps its own under program/resource/de/...
+        for mo in sorted(folder.rglob("de/LC_MESSAGES/*.mo")):
             for en, de in mo_pairs(mo):
                 yield app, en, de
     for mo in sorted(Path("/usr/share/locale/de/LC_MESSAGES").glob("*.mo")):
