@@ -126,7 +126,7 @@ CATALOGUE += [
 # scripts/train_mt.py on Debian's human translations); hub models, and your own folders
 CATALOGUE += [
     ModelEntry(
-        "appkit-mt-en-de", "translation", "package:appkit (appkit/models/appkit-mt-en-de)", "GPL-2+ (training data)",
+        "appkit-mt-en-de", "translation", "package:appkit (appkit/models/appkit-mt-en-de)", "GPL-3.0-or-later (weights trained on GPL/LGPL/MPL translations)",
         "7.8M params", "English to German for software text (menus, messages, help pages), trained by appkit on "
         "Debian's translations; offline. Short, technical text: not news or chat", package="appkit.models",
         install="it ships with appkit; rebuild with scripts/mt_corpus.py + scripts/train_mt.py",
