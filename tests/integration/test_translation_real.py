@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 HELDOUT = Path(__file__).resolve().parents[2] / "data" / "mt-en-de-heldout" / "heldout.tsv"
 # measured on the shipped model (appkit/models/appkit-mt-en-de/README.md); the bar leaves room for bf16 noise
-MARGIN = {"apps": 8.0, "help": 8.0}
+# measured (scripts/mt_eval.py, beam 4): apps chrF 45.2 vs copying 19.4, help 51.1 vs 25.4; the margin keeps
+# room for noise but fails a model that is no longer clearly better than copying
+MARGIN = {"apps": 20.0, "help": 20.0}
 
 
 @pytest.fixture(scope="module")
