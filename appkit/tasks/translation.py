@@ -134,7 +134,7 @@ class Translation(TextTargetTask):
         def size(s: str) -> int:
             return len(self.processor(s, add_special_tokens=False).input_ids)
 
-        pieces, cur, used = [], [], 0
+        pieces, cur = [], []
         for sentence in _SENTENCE_END.split(text.strip()):
             parts = [sentence] if size(sentence) <= room else sentence.split()
             for part in parts:
@@ -143,11 +143,11 @@ class Translation(TextTargetTask):
                     raise DataError(_msg(f"{_cap(where)} holds a word of {n} tokens ({part[:40]!r}...); the model "
                                          f"reads at most {self.max_tokens}",
                                          fix="remove or shorten it (errors='skip' passes over this input)"))
-                if cur and used + n > room:
+                # the joined text is measured, not the sum of its parts: joining can add a word-start token
+                if cur and size(" ".join([*cur, part])) > room:
                     pieces.append(" ".join(cur))
-                    cur, used = [], 0
+                    cur = []
                 cur.append(part)
-                used += n
         return pieces + ([" ".join(cur)] if cur else [])
 
     def _merge(self, results: list, pieces, **_):

@@ -76,7 +76,8 @@ def test_saved_folder_reloads_and_plain_transformers_agree(mt, heldout, tmp_path
 
     texts = list(heldout.source[:12])
     folder = mt.save(tmp_path / "saved")
-    assert sum(f.stat().st_size for f in Path(folder).iterdir()) < 30e6
+    # float32 after loading (the package ships fp16): 7.8M x 4 bytes, plus tokenizer files; no optimizer state
+    assert sum(f.stat().st_size for f in Path(folder).iterdir()) < 36e6
     ours = appkit.load("translation", folder, precision="float32")
     first = [r["translation"] for r in ours.predict(texts)]
     assert [r["translation"] for r in appkit.load("translation", folder, precision="float32").predict(texts)] == first
