@@ -191,7 +191,8 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
 
     lr = cfg.learning_rate or task.default_learning_rate[strategy]
     bs = cfg.batch_size or task.default_train_batch_size[strategy]
-    keep_best = _KeepBest(task.best_metric, cfg.early_stopping_patience) if eval_ds is not None else None
+    keep_best = (_KeepBest(task.best_metric, cfg.early_stopping_patience, out_dir if cfg.checkpoints else None)
+                 if eval_ds is not None else None)
     trainer = _build_trainer(task, model, train_ds, eval_ds, collate, cfg, strategy, out_dir, lr, bs, weights,
                              [keep_best] if keep_best else [])
     resume_from = _last_checkpoint(out_dir) if cfg.resume else None
@@ -241,10 +242,11 @@ _CLASS_WEIGHTS = ("auto", "balanced", None)
 
 
 class _KeepBest:
-    """Keeps, in memory, the weights of the epoch that scored best on the validation data, and stops after
-    ``patience`` epochs without improvement. Built lazily as a TrainerCallback subclass (import cost)."""
+    """Keeps the weights of the epoch that scored best on the validation data (in memory, and with
+    checkpoints also in the run folder, so a run killed and resumed keeps the same best epoch), and stops
+    after ``patience`` epochs without improvement. Built lazily as a TrainerCallback subclass (import cost)."""
 
-    def __new__(cls, metric: str, patience: int | None):
+    def __new__(cls, metric: str, patience: int | None, save_dir: Path | None = None):
         from transformers import TrainerCallback
 
         class KeepBest(TrainerCallback):
@@ -257,6 +259,21 @@ class _KeepBest:
                     return True
                 return value < self.best if self.metric.endswith("loss") else value > self.best
 
+            def on_train_begin(self, args, state, control, **kw):
+                if save_dir is None or not state.global_step:   # a fresh run: nothing to carry over
+                    return
+                import json
+
+                from safetensors.torch import load_file
+
+                try:   # resumed: the best epoch before the interruption still counts
+                    info = json.loads((save_dir / _BEST_INFO).read_text())
+                    if info["step"] <= state.global_step:
+                        self.state = load_file(str(save_dir / _BEST_WEIGHTS))
+                        self.best, self.best_epoch, self.waited = info["value"], info["epoch"], info["waited"]
+                except (OSError, ValueError, KeyError):
+                    pass
+
             def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
                 value = (metrics or {}).get(self.metric)
                 if value is None or model is None or value != value:
@@ -264,10 +281,26 @@ class _KeepBest:
                 if self._better(value):
                     self.best, self.best_epoch, self.waited = value, round(state.epoch or 0, 2), 0
                     self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    self._persist(state.global_step)
                 else:
                     self.waited += 1
                     if self.patience and self.waited >= self.patience:
                         control.should_training_stop = True
+
+            def _persist(self, step: int) -> None:
+                if save_dir is None or process_rank()[0] != 0:
+                    return
+                import json
+
+                from safetensors.torch import save_file
+
+                from .folders import atomic_write_bytes
+
+                save_dir.mkdir(parents=True, exist_ok=True)
+                tensors = {k: v.contiguous() for k, v in self.state.items()}
+                atomic_write_bytes(save_dir / _BEST_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+                (save_dir / _BEST_INFO).write_text(json.dumps(
+                    {"value": self.best, "epoch": self.best_epoch, "step": step, "waited": self.waited}))
 
             def restore(self, model):
                 if self.state is None:
@@ -277,6 +310,9 @@ class _KeepBest:
                 return self.best_epoch
 
         return KeepBest()
+
+
+_BEST_WEIGHTS, _BEST_INFO = "appkit-best-epoch.safetensors", "appkit-best-epoch.json"
 
 
 def _final_evaluation(task, trainer, eval_ds) -> tuple[dict, dict]:

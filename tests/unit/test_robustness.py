@@ -134,11 +134,12 @@ def test_text_skip_keeps_every_good_item_in_order(clf, mt):
     good = ["good product", "awful drug", "it is fine", "the worst"]
     bad = [None, float("nan"), 7, ""]
     skip_keeps_order(clf, good, bad)
-    skip_keeps_order(mt, ["yes", "no go", "stop"], [None, "word " * 400])
+    skip_keeps_order(mt, ["yes", "no go", "stop"], [None, "x" * 5000])   # one "word" longer than the model reads
 
 
-def test_a_text_longer_than_the_translation_model_reads_is_refused_not_cut(mt):
-    refused(lambda: mt.predict(["yes", "go " * 100_000]), match="tokens long; the model reads at most",
+def test_a_word_longer_than_the_translation_model_reads_is_refused_not_cut(mt):
+    # long text is split on sentences and words (test_translation.py); one unbreakable "word" cannot be
+    refused(lambda: mt.predict(["yes", "x" * 5000]), match=r"holds a word of \d+ tokens.*reads at most",
             where="Input 1", kind=DataError)
 
 
