@@ -14,7 +14,6 @@ which one ONNX graph does not cover.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -31,11 +30,9 @@ _CHECK_TEXTS = ["ok", "The tablets worked but the nausea in the first week was a
 
 def weights_key(model) -> str:
     """A hash of every weight, so an ONNX file exported from other weights is never used by mistake."""
-    h = hashlib.blake2b(digest_size=12)
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    from .tasks.base import hash_weights
+
+    return hash_weights(model.state_dict())
 
 
 def _check_exportable(task) -> None:

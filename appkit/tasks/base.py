@@ -95,6 +95,18 @@ def _bf16_ok(device: str) -> bool:
         return False
 
 
+def hash_weights(state: dict) -> str:
+    """A hash of every tensor of a state dict (names and float32 values): feature caches and ONNX exports use it
+    to tell weights apart."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class Result(dict):
     """One prediction: a plain dict (JSON, pandas and ``==`` see a dict) that prints its numbers rounded
     to 4 decimals in a notebook or terminal; the values themselves stay exact."""
@@ -378,13 +390,7 @@ class Task:
 
     def _model_key(self) -> str:
         """Identifies the weights that compute cached features, so a changed model never reuses stale ones."""
-        import hashlib
-
-        h = hashlib.blake2b(digest_size=12)
-        for name, t in sorted(self._feature_state().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        return hash_weights(self._feature_state())
 
     def _feature_state(self) -> dict:
         return self.model.state_dict()
