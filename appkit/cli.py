@@ -254,7 +254,7 @@ def _predict_sharded(model, items: list, output: str, **options) -> list | None:
     import pandas as pd
     import torch.distributed as dist
 
-    from appkit.training import process_rank
+    from appkit.runtime import process_rank
 
     rank, world = process_rank()
     if not dist.is_initialized():
@@ -274,7 +274,7 @@ def _predict_sharded(model, items: list, output: str, **options) -> list | None:
 
 
 def cmd_predict(args) -> int:
-    from appkit.training import process_rank
+    from appkit.runtime import process_rank
 
     _check_output(args.output)
     if process_rank()[1] > 1 and not args.output:
@@ -317,7 +317,7 @@ def cmd_fine_tune(args) -> int:
         folder = model.save(args.out)
     except OSError as exc:
         raise _OutputError(f"Could not write the model to {args.out!r}: {exc}") from None
-    from appkit.training import process_rank
+    from appkit.runtime import process_rank
 
     if process_rank()[0] != 0:   # under torchrun every rank trained the same model; rank 0 saved and reports it
         return EXIT_OK

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,37 @@ def fingerprint(df: pd.DataFrame) -> str:
     h = hashlib.sha256()
     h.update(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes())
     return h.hexdigest()[:16]
+
+
+def content_key(x) -> str:
+    """A path or text as itself; an in-memory item (array, bytes, PIL image, (array, rate), dict) as a
+    hash of its content, since printing such objects elides it and two different ones could collide."""
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    h = hashlib.blake2b(digest_size=12)
+
+    def feed(v) -> None:
+        if isinstance(v, (bytes, bytearray)):
+            h.update(bytes(v))
+        elif isinstance(v, dict):
+            for k in sorted(v, key=str):
+                h.update(str(k).encode())
+                feed(v[k])
+        elif isinstance(v, (list, tuple)):
+            for e in v:
+                feed(e)
+        elif hasattr(v, "tobytes"):   # numpy arrays, PIL images
+            h.update(f"{getattr(v, 'dtype', getattr(v, 'mode', ''))}{getattr(v, 'shape', getattr(v, 'size', ''))}".encode())
+            h.update(v.tobytes())
+        else:
+            h.update(repr(v).encode())
+
+    feed(x)
+    return f"<content {h.hexdigest()}>"
+
+
+def data_fingerprint(task, df: pd.DataFrame) -> str:
+    """Content fingerprint of a data frame, with inputs identified by the task (in-memory images and audio
+    by a hash of their content, not by how they print)."""
+    keys = [task._dedup_key(x) for x in df[task.input_column]]
+    return fingerprint(df.drop(columns=[task.input_column]).assign(_input=keys))

@@ -102,3 +102,19 @@ def bleu_chrf(refs: list[str], hyps: list[str]) -> dict:
     import sacrebleu
 
     return {"bleu": float(sacrebleu.corpus_bleu(hyps, [refs]).score), "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score)}
+
+
+def expected_calibration_error(conf, correct, bins: int = 10) -> float:
+    """Expected calibration error: confidence vs accuracy, averaged over confidence bins."""
+    import numpy as np
+
+    if len(conf) == 0:
+        return float("nan")
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(total)

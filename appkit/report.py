@@ -464,7 +464,7 @@ def describe_inputs(kind: str, items) -> dict:
 
 def data_card(task, train_df, eval_df=None) -> dict:
     """What the model was trained on, described without a single example: a fingerprint, counts, summaries."""
-    from .training import data_fingerprint
+    from .data import data_fingerprint
 
     card = {"fingerprint": data_fingerprint(task, train_df), "rows": {"train": len(train_df)}}
     if eval_df is not None:

@@ -18,7 +18,6 @@ Task hooks used here:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -32,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import fingerprint
+from .data import data_fingerprint
 from .errors import AppkitError, DataError, _msg, unknown_name, warn
 from .folders import atomic_write_bytes
+from .runtime import process_rank, quiet_transformers
 
 
 @dataclass
@@ -201,7 +201,7 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     started, interrupted = time.perf_counter(), False
     task.model.train()
     try:
-        with _dependency_notices_off():
+        with quiet_transformers(progress_bars=True):   # its notices are not the user's business
             trainer.train(resume_from_checkpoint=resume_from)
     except KeyboardInterrupt:
         interrupted = True
@@ -294,8 +294,6 @@ class _KeepBest:
 
                 from safetensors.torch import save_file
 
-                from .folders import atomic_write_bytes
-
                 save_dir.mkdir(parents=True, exist_ok=True)
                 tensors = {k: v.contiguous() for k, v in self.state.items()}
                 atomic_write_bytes(save_dir / _BEST_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
@@ -362,10 +360,10 @@ def _ece_of(logits, labels, t: float) -> float:
     import numpy as np
     from scipy.special import softmax
 
-    from .tasks.base import _ece
+    from .metrics import expected_calibration_error
 
     p = softmax(np.asarray(logits, dtype=np.float64) / t, axis=-1)
-    return _ece(p.max(-1), p.argmax(-1) == np.asarray(labels))
+    return expected_calibration_error(p.max(-1), p.argmax(-1) == np.asarray(labels))
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -409,19 +407,6 @@ def _run_dirs(task, cfg: TrainConfig, strategy: str, train_df: pd.DataFrame) -> 
         job = os.environ.get("TORCHELASTIC_RUN_ID", "none")
         return group / f"run-ddp-{job if job != 'none' else ''}{os.environ.get('MASTER_PORT', '')}", group
     return group / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", group
-
-
-def data_fingerprint(task, df: pd.DataFrame) -> str:
-    """Content fingerprint of a data frame, with inputs identified by the task (in-memory images and audio
-    by a hash of their content, not by how they print)."""
-    keys = [task._dedup_key(x) for x in df[task.input_column]]
-    return fingerprint(df.drop(columns=[task.input_column]).assign(_input=keys))
-
-
-def process_rank() -> tuple[int, int]:
-    """(rank, world size) under torchrun / accelerate launch (set in the environment before the process group
-    exists); (0, 1) in a plain process."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _preprocess_all(task, df: pd.DataFrame, where: str) -> list:
@@ -546,20 +531,6 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
 
         trainer.add_callback(progress_callback(metric=task.best_metric.removeprefix("eval_")))
     return trainer
-
-
-@contextlib.contextmanager
-def _dependency_notices_off():
-    """transformers' own notices ("mtime may not be reliable on this filesystem ...") are not the user's
-    business; errors still show. Progress bars are untouched."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def _complete_checkpoints(out_dir: Path) -> list[str]:

@@ -63,13 +63,13 @@ def main() -> None:
     import appkit
     from appkit.backbones.whisper_ct2 import packaged_whisper_path
     from appkit.metrics import wer_cer
-    from appkit.tasks.base import _bf16_ok
+    from appkit.runtime import bf16_native
 
     folder = str(packaged_whisper_path(args.model))
     df, arrays = load_clips(args.minutes)
     audio_s = float(df.duration_s.sum())
     refs = list(df.text)
-    bf16 = _bf16_ok("cpu")
+    bf16 = bf16_native("cpu")
     print(f"{len(df)} real clips ({(df.source == 'librivox').sum()} LibriVox, {(df.source == 'asterisk').sum()} Asterisk), "
           f"{audio_s:.0f} s of audio; model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16: {bf16}")

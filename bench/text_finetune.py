@@ -36,11 +36,11 @@ def main() -> None:
     import appkit
     from appkit.metrics import majority_baseline
     from appkit.samples import drug_reviews
-    from appkit.tasks.base import _bf16_ok
+    from appkit.runtime import bf16_native
     from appkit.tasks.text_classification import TextClassification
 
     train, test = drug_reviews("train").head(args.train_rows), drug_reviews("test")
-    bf16 = _bf16_ok("cpu")
+    bf16 = bf16_native("cpu")
     d = TextClassification
     # name -> (settings printed beside the figure, precision, strategy, appkit.load precision)
     sides = {

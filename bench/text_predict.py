@@ -56,7 +56,7 @@ def main() -> None:
 
     import appkit
     from appkit.samples import drug_reviews
-    from appkit.tasks.base import _bf16_ok
+    from appkit.runtime import bf16_native
 
     hf_logging.set_verbosity_error()
     texts = mixed_length_texts(args.n, args.seed)
@@ -65,7 +65,7 @@ def main() -> None:
     clf.fine_tune(drug_reviews("train").head(200), strategy="head", epochs=10, progress=False,
                   output_dir=os.path.join(folder, "..", "run"))
     clf.save(folder)
-    bf16 = _bf16_ok("cpu")
+    bf16 = bf16_native("cpu")
     best = "bf16 weights" if bf16 else "float32"
     print(f"{len(texts)} texts, {sum(map(len, texts)) / len(texts):.0f} characters on average; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; native bf16: {bf16}; model {folder}")

@@ -22,89 +22,16 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..data import apply_columns, read_table
+from ..data import content_key
 from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name, warn
 from ..folders import check_model_folder, read_meta
 from ..registry import DEFAULT_MODEL, find_model, model_names, require_offline
+from ..runtime import autocast, check_precision, hash_weights, quiet_transformers, resolve_device, use_bf16
 
 META_FILE = "appkit.json"
 _ERRORS_MODES = ("raise", "skip")
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself.
-
-    Nor a prompt: for a model that asks to run its own code, transformers would ask "run the custom
-    code? [y/N]" in a notebook; with the timeout at 0 it refuses at once (appkit never runs model code)."""
-    from transformers import dynamic_module_utils
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    timeout = dynamic_module_utils.TIME_OUT_REMOTE_CODE
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    dynamic_module_utils.TIME_OUT_REMOTE_CODE = 0
-    try:
-        yield
-    finally:
-        dynamic_module_utils.TIME_OUT_REMOTE_CODE = timeout
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def content_key(x) -> str:
-    """A path or text as itself; an in-memory item (array, bytes, PIL image, (array, rate), dict) as a
-    hash of its content, since printing such objects elides it and two different ones could collide."""
-    import hashlib
-
-    if isinstance(x, (str, os.PathLike)):
-        return str(x)
-    h = hashlib.blake2b(digest_size=12)
-
-    def feed(v) -> None:
-        if isinstance(v, (bytes, bytearray)):
-            h.update(bytes(v))
-        elif isinstance(v, dict):
-            for k in sorted(v, key=str):
-                h.update(str(k).encode())
-                feed(v[k])
-        elif isinstance(v, (list, tuple)):
-            for e in v:
-                feed(e)
-        elif hasattr(v, "tobytes"):   # numpy arrays, PIL images
-            h.update(f"{getattr(v, 'dtype', getattr(v, 'mode', ''))}{getattr(v, 'shape', getattr(v, 'size', ''))}".encode())
-            h.update(v.tobytes())
-        else:
-            h.update(repr(v).encode())
-
-    feed(x)
-    return f"<content {h.hexdigest()}>"
-
-
-def _bf16_ok(device: str) -> bool:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    try:  # oneDNN says whether the CPU has native bf16 (AVX512-BF16 / AMX)
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
-
-
-def hash_weights(state: dict) -> str:
-    """A hash of every tensor of a state dict (names and float32 values): feature caches and ONNX exports use it
-    to tell weights apart."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=12)
-    for name, t in sorted(state.items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class Result(dict):
@@ -168,11 +95,10 @@ class Task:
         if unknown:
             raise unknown_name(f"option for appkit.load({cls.task!r}, ...):", sorted(unknown)[0],
                                list(cls.load_options) + ["labels", "device", "precision", "backend"])
-        if precision not in ("auto", "float32", "bfloat16"):
-            raise unknown_name("precision", precision, ["auto", "float32", "bfloat16"])
+        check_precision(precision)
         if backend not in ("torch", "onnx"):
             raise unknown_name("backend", backend, ["torch", "onnx"])
-        device = cls._resolve_device(device or ("cpu" if backend == "onnx" else None))
+        device = resolve_device(device or ("cpu" if backend == "onnx" else None))
         source, meta = cls._resolve_source(model)
         if labels is not None:
             labels = cls._check_label_names(labels)
@@ -190,16 +116,6 @@ class Task:
 
             use_onnx(inst, source)
         return inst
-
-    @staticmethod
-    def _resolve_device(device: str | None) -> str:
-        import torch
-
-        if device is None:
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(_msg(f"device={device!r} was asked for but no GPU is visible", fix="use device='cpu' or leave device unset"))
-        return device
 
     @classmethod
     def _resolve_source(cls, model) -> tuple[Any, dict]:
@@ -307,9 +223,7 @@ class Task:
     def _use_bf16(self) -> bool:
         """The one precision rule: bfloat16 where asked, or under "auto" where the hardware runs it natively
         and the task's measured label agreement with float32 allowed it (``auto_bf16``)."""
-        if self.precision == "bfloat16":
-            return True
-        return self.precision == "auto" and self.auto_bf16 and _bf16_ok(self.device)
+        return use_bf16(self.precision, self.device, auto_allowed=self.auto_bf16)
 
     @property
     def runs_in(self) -> str:
@@ -318,11 +232,7 @@ class Task:
                 else "float32")
 
     def _autocast(self):
-        import torch
-
-        if not self._use_bf16():
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+        return autocast(self.device, self._use_bf16())
 
     def _run(self, items: list, *, batch_size, errors, where: str, progress: bool | None = None, **options) -> list:
         """Preprocess every item first (bad input fails before model work), then batch by length."""
@@ -517,8 +427,7 @@ class Task:
         appkit.load(task, path). The card describes the training data without examples unless include_examples=True.
         The folder is written beside its destination and renamed into place, so it is never half-written."""
         from ..folders import atomic_folder
-
-        from ..training import process_rank
+        from ..runtime import process_rank
 
         path = Path(path)
         if process_rank()[0] != 0:   # under torchrun / accelerate launch every rank holds the same weights
@@ -702,13 +611,13 @@ class ClassificationTask(Task):
     def _metrics(self, table: pd.DataFrame, summary: bool = False) -> dict:
         import numpy as np
 
-        from ..metrics import classification
+        from ..metrics import classification, expected_calibration_error
 
         labels = self._predict_labels()
         scores = np.array([[s.get(lab, 0.0) for lab in labels] for s in table["scores"]])
         m = classification(list(table["reference"]), list(table["prediction"]), labels, None if summary else scores)
         if not summary:
-            m["calibration_error"] = _ece(table["score"].to_numpy(), table["correct"].to_numpy())
+            m["calibration_error"] = expected_calibration_error(table["score"].to_numpy(), table["correct"].to_numpy())
         return m
 
     def _report_extras(self, report) -> None:
@@ -737,22 +646,6 @@ class ClassificationTask(Task):
 
         s = str(x)
         return html.escape(s if len(s) < 400 else s[:400] + "…")
-
-
-def _ece(conf, correct, bins: int = 10) -> float:
-    """Expected calibration error: confidence vs accuracy, averaged over confidence bins."""
-    import numpy as np
-
-    if len(conf) == 0:
-        return float("nan")
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(conf[m].mean() - correct[m].mean())
-    return float(total)
 
 
 class TextTargetTask(Task):

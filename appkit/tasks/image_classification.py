@@ -18,21 +18,18 @@ normalises a batch.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import warnings
 from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 
-from ..errors import DataError, MediaError, ModelError, NotTrainedError, _cap, _msg, warn
+from ..errors import DataError, MediaError, ModelError, NotTrainedError, _msg, warn
 from ..registry import register_task
+from ..media import IMAGE_SUFFIXES, decode_image, image_content_key, thumbnail_html
 from .base import ClassificationTask
 
 PACKAGED_LITE0 = "appkit:efficientnet-lite0"   # what _catalogue_source hands _load for the packaged model
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-_THUMB = 96
 
 
 @register_task("image-classification")
@@ -174,7 +171,7 @@ class ImageClassification(ClassificationTask):
 
     def _dedup_key(self, x) -> str:
         """The image's content, so the same picture under two names still counts as a duplicate."""
-        return _content_hash(x)
+        return image_content_key(x)
 
     # ------------------------------------------------------------------ data
     def _read_folder(self, path: Path, *, where: str) -> pd.DataFrame:
@@ -343,8 +340,6 @@ class ImageClassification(ClassificationTask):
         return fig
 
 
-# ---------------------------------------------------------------------- decoding
-
 def _lite_processor():
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
@@ -353,187 +348,6 @@ def _lite_processor():
     settings = EfficientNetLitePreprocessor().to_dict()
     settings.pop("image_processor_type")
     return BitImageProcessorPil(**settings)   # pixel-identical to the Lite preprocessor; saves as a standard file
-
-
-def _content_hash(x) -> str:
-    import numpy as np
-    from PIL import Image
-
-    h = hashlib.blake2b(digest_size=12)
-    if isinstance(x, dict):
-        x = x.get("bytes") or x.get("path")
-    if isinstance(x, (str, os.PathLike)):
-        try:
-            h.update(Path(x).read_bytes())
-        except OSError:
-            h.update(str(x).encode())
-    elif isinstance(x, (bytes, bytearray)):
-        h.update(bytes(x))
-    elif isinstance(x, Image.Image):
-        h.update(f"{x.mode}{x.size}".encode())
-        h.update(x.tobytes())
-    elif isinstance(x, np.ndarray):
-        h.update(f"{x.dtype}{x.shape}".encode())
-        h.update(np.ascontiguousarray(x).tobytes())
-    else:
-        h.update(repr(x).encode())
-    return h.hexdigest()
-
-
-def _describe(item) -> str:
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item).name
-    return type(item).__name__
-
-
-def decode_image(item, *, where: str):
-    """Path, bytes, PIL image, array or datasets image dict -> an upright RGB PIL image, or a clear error.
-
-    Any mode becomes RGB: transparency (RGBA, LA, palette) is composited on white, 16-bit and
-    float images are scaled to 8 bits, CMYK and greyscale converted. EXIF orientation is applied.
-    """
-    import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if isinstance(item, dict) and ("bytes" in item or "path" in item):   # datasets' Image feature
-        item = item.get("bytes") or item.get("path")
-    if isinstance(item, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(item) if item.getexif() else item)
-    if isinstance(item, np.ndarray):
-        return _to_rgb(_from_array(item, where))
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item).expanduser()
-        label = f"{_cap(where)} ({str(path)!r})"
-        if not path.is_file():
-            raise DataError(_msg(f"{label} does not exist" if not path.exists() else f"{label} is a folder, not an image file",
-                                 expected="the path of an image file (JPEG, PNG, ...)",
-                                 fix="check the path; relative paths start at the notebook's folder"))
-        source, size = path, path.stat().st_size
-    elif isinstance(item, (bytes, bytearray)):
-        label = f"{_cap(where)} ({len(item)} bytes)"
-        source, size = io.BytesIO(bytes(item)), len(item)
-    else:
-        raise DataError(_msg(f"{_cap(where)} is a {type(item).__name__} ({item!r:.60}), not an image",
-                             expected="a file path, bytes, a PIL image or a numpy array",
-                             fix="drop missing values first (df.dropna()) or pass the image's path"))
-    if size == 0:
-        raise MediaError(_msg(f"{label} is empty (0 bytes)", fix="re-export or re-download the image, or remove it"))
-    limit = Image.MAX_IMAGE_PIXELS * 2 if Image.MAX_IMAGE_PIXELS else None   # Pillow's own error threshold
-    try:
-        with warnings.catch_warnings():
-            # below Pillow's error threshold a large photo is fine (phone cameras reach 108 MP)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as im:
-                pixels = im.width * im.height
-                if limit and pixels > limit:
-                    raise Image.DecompressionBombError(pixels)
-                im.load()
-                image = ImageOps.exif_transpose(im)
-    except Image.DecompressionBombError as exc:
-        n = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _pixels_of(exc)
-        raise MediaError(_msg(
-            f"{label} is too large to decode safely" + (f": {n:,} pixels" if n else ""),
-            expected=f"at most {limit:,} pixels (a guard against 'decompression bomb' files)" if limit else None,
-            fix="shrink the image first, or if you trust the file raise PIL.Image.MAX_IMAGE_PIXELS")) from None
-    except UnidentifiedImageError:
-        head = _read_head(source)
-        looks = " (it looks like a text file)" if head and _is_text(head) else ""
-        raise MediaError(_msg(f"{label} is not an image Pillow can read{looks}",
-                              expected="a JPEG, PNG, GIF, BMP, TIFF or WebP file",
-                              fix="check the file, or remove it from the data")) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise MediaError(_msg(f"{label} is damaged or cut short ({str(exc).splitlines()[0][:120]})",
-                              fix="re-export or re-download the image, or remove it; errors='skip' predicts the others")) from None
-    return _to_rgb(image)
-
-
-def _pixels_of(exc) -> int | None:
-    import re
-
-    m = re.search(r"\((\d+) pixels\)", str(exc))
-    return int(m.group(1)) if m else None
-
-
-def _read_head(source) -> bytes:
-    if isinstance(source, io.BytesIO):
-        return source.getvalue()[:512]
-    try:
-        with open(source, "rb") as f:
-            return f.read(512)
-    except OSError:
-        return b""
-
-
-def _is_text(head: bytes) -> bool:
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return all(c >= 32 or c in b"\t\r\n" for c in head)
-
-
-def _from_array(a, where: str):
-    import numpy as np
-    from PIL import Image
-
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] > 4:
-        a = a.transpose(1, 2, 0)            # channels first (torch layout) -> last
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or min(a.shape[:2]) < 1:
-        raise DataError(_msg(f"{_cap(where)} is an array of shape {a.shape}, not an image",
-                             expected="(height, width), (height, width, 3) or (height, width, 4)"))
-    if a.dtype == np.uint8:
-        pass
-    elif a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise DataError(_msg(f"{_cap(where)} holds NaN or infinite values", fix="clean the array first"))
-        a = np.clip(a * 255 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
-    elif np.issubdtype(a.dtype, np.integer):
-        a = (a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8)   # 16-bit -> 8-bit
-    else:
-        raise DataError(_msg(f"{_cap(where)} is an array of {a.dtype}", expected="numbers (uint8 0-255 or float 0-1)"))
-    return Image.fromarray(np.ascontiguousarray(a))
-
-
-def _to_rgb(im):
-    import numpy as np
-    from PIL import Image
-
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):      # 16-bit / 32-bit greyscale: scale to 8 bits
-        a = np.asarray(im)
-        if im.mode == "F":
-            a = np.clip(a * 255 if a.max() <= 1.0 else a, 0, 255)
-        else:
-            a = a / 257.0 if a.max() > 255 else a
-        return Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8)).convert("RGB")
-    if im.mode == "P" and "transparency" in im.info or im.mode in ("PA", "LA", "RGBa", "La"):
-        im = im.convert("RGBA")
-    if im.mode == "RGBA":                    # transparent parts become white, not black
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, im).convert("RGB")
-    return im.convert("RGB")                 # L, 1, P, CMYK, YCbCr, LAB, HSV
-
-
-def thumbnail_html(x, size: int = _THUMB) -> str:
-    """A small inline JPEG (base64) of an image, for the report; an unreadable one says so."""
-    import base64
-    import html
-
-    try:
-        image = decode_image(x, where="image").copy()
-    except (DataError, MediaError):
-        return f"<i>unreadable</i> {html.escape(_describe(x))}"
-    image.thumbnail((size, size))
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=80)
-    title = html.escape(str(x) if isinstance(x, (str, os.PathLike)) else _describe(x), quote=True)
-    return (f'<img class="thumb" title="{title}" alt="{title}" '
-            f'src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"/>')
 
 
 def _augment(x):

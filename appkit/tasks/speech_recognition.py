@@ -36,7 +36,8 @@ from .. import media
 from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
 from ..registry import register_task
 from ..report import word_diff_html
-from .base import Pieces, TextTargetTask, pad_labels, quiet_transformers
+from ..runtime import quiet_transformers
+from .base import Pieces, TextTargetTask, pad_labels
 
 _CHUNKING = ("vad", "fixed")
 _TASKS = ("transcribe", "translate")

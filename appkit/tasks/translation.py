@@ -192,7 +192,7 @@ class Translation(TextTargetTask):
                                  f"({self.max_tokens} tokens)", fix=f"use at most max_new_tokens={self.max_tokens}"))
 
     def _forward(self, batch, *, num_beams: int | None = None, max_new_tokens: int | None = None, **_):
-        from .base import quiet_transformers
+        from ..runtime import quiet_transformers
 
         batch = dict(batch)
         budgets = [self._budget(n, max_new_tokens) for n in batch["attention_mask"].sum(1).tolist()]

@@ -94,9 +94,9 @@ def test_image_bf16_is_not_the_default_because_it_flips_labels():
 
 
 def _cpu_has_bf16() -> bool:
-    from appkit.tasks.base import _bf16_ok
+    from appkit.runtime import bf16_native
 
-    return _bf16_ok("cpu")
+    return bf16_native("cpu")
 
 
 def test_text_labels_and_scores_match_the_pipeline_on_real_reviews(tmp_path):

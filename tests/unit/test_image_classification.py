@@ -12,7 +12,8 @@ from PIL import Image
 import appkit
 from appkit.errors import AppkitError, DataError, MediaError, NotTrainedError
 from appkit.samples import bad_images
-from appkit.tasks.image_classification import _augment, decode_image
+from appkit.media import decode_image
+from appkit.tasks.image_classification import _augment
 
 from ..conftest import make_colour_images, make_tiny_lite_folder
 
@@ -205,7 +206,7 @@ def test_same_picture_in_train_and_eval_is_flagged(clf, images, tmp_path):
 
 
 def test_in_memory_images_are_fingerprinted_by_content(clf):
-    from appkit.training import data_fingerprint
+    from appkit.data import data_fingerprint
 
     a = np.zeros((40, 40, 3), np.uint8)
     b = a.copy()
