@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     strategy, why = _choose_strategy(task, cfg.strategy)
     notes = [why]
     if cfg.epochs is None:
-        cfg = dataclasses.replace(cfg, epochs=task.default_epochs[strategy])
+        cfg = dataclasses.replace(cfg, epochs=task.training.epochs[strategy])
     _check_config(cfg)
     split = cfg.validation_split
     if split is None:
@@ -189,9 +190,9 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
         eval_ds = _PairDataset(eval_units, eval_y) if eval_units else None
         collate = _FullCollator(task)
 
-    lr = cfg.learning_rate or task.default_learning_rate[strategy]
-    bs = cfg.batch_size or task.default_train_batch_size[strategy]
-    keep_best = (_KeepBest(task.best_metric, cfg.early_stopping_patience, out_dir if cfg.checkpoints else None)
+    lr = cfg.learning_rate or task.training.learning_rate[strategy]
+    bs = cfg.batch_size or task.training.batch_size[strategy]
+    keep_best = (_KeepBest(task.training.best_metric, cfg.early_stopping_patience, out_dir if cfg.checkpoints else None)
                  if eval_ds is not None else None)
     trainer = _build_trainer(task, model, train_ds, eval_ds, collate, cfg, strategy, out_dir, lr, bs, weights,
                              [keep_best] if keep_best else [])
@@ -452,6 +453,15 @@ class _HeadModel:
         return HeadModel(head)
 
 
+# The engine's feature cache: per task object, (weights, data) key -> features. Weakly keyed, so it goes with the task.
+_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def feature_cache(task) -> dict:
+    """The features fine_tune computed for this task, by (weights, data) key (kept while the task lives)."""
+    return _FEATURES.setdefault(task, {})
+
+
 def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: str):
     """Frozen-model features, computed once per (model, data) and kept in memory and on disk."""
     import torch
@@ -462,8 +472,9 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
 
     model_key = hashlib.sha256(task._model_key().encode()).hexdigest()[:12]
     key = f"{model_key}-{data_fingerprint(task, df[[task.input_column]])}"
-    if key in task._feature_cache:
-        return task._feature_cache[key]
+    cache = feature_cache(task)
+    if key in cache:
+        return cache[key]
     path = out_dir / f"features-{split}-{key}.safetensors"
     if path.exists():
         feats = load_file(str(path))["features"]
@@ -484,7 +495,7 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
             out_dir.mkdir(parents=True, exist_ok=True)
             # written beside and renamed: a run killed mid-write never leaves a file a later run would trust
             atomic_write_bytes(path, lambda tmp: save_file({"features": feats.contiguous()}, str(tmp)))
-    task._feature_cache[key] = feats
+    cache[key] = feats
     return feats
 
 
@@ -518,7 +529,7 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
         return task._trainer_metrics(ev.predictions, ev.label_ids)
 
     trainer = AppkitTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collate,
-                            compute_metrics=metrics_fn if task._has_trainer_metrics else None, callbacks=callbacks)
+                            compute_metrics=metrics_fn if task.training.logit_metrics else None, callbacks=callbacks)
     # Trainer's own bars and raw log dicts give way to appkit's display: a live widget in a notebook,
     # one bar and a line per epoch in a terminal (appkit.widgets.progress imports ipywidgets only in a kernel)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -529,7 +540,7 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
     if cfg.progress:
         from .widgets.progress import progress_callback
 
-        trainer.add_callback(progress_callback(metric=task.best_metric.removeprefix("eval_")))
+        trainer.add_callback(progress_callback(metric=task.training.best_metric.removeprefix("eval_")))
     return trainer
 
 
@@ -622,7 +633,7 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
     strategy = resolve_strategy(task, strategy)
     if eval_df is None:
         train_df, eval_df = _split_validation(task, train_df, validation_split, seed)
-    metric = metric or task.best_metric.removeprefix("eval_")
+    metric = metric or task.training.best_metric.removeprefix("eval_")
     space = space or DEFAULT_SPACE[strategy]
     task._prepare_targets(train_df, eval_df)  # fixes labels and head before the snapshot
     snapshot = copy.deepcopy(task.model.state_dict())

@@ -41,14 +41,14 @@ def main() -> None:
 
     train, test = drug_reviews("train").head(args.train_rows), drug_reviews("test")
     bf16 = bf16_native("cpu")
-    d = TextClassification
+    d = TextClassification.training
     # name -> (settings printed beside the figure, precision, strategy, appkit.load precision)
     sides = {
-        "head (appkit default)": (f"{d.default_epochs['head']} epochs, lr {d.default_learning_rate['head']:g}, "
-                                  f"batch {d.default_train_batch_size['head']}", "float32 head; bf16 features" if bf16
+        "head (appkit default)": (f"{d.epochs['head']} epochs, lr {d.learning_rate['head']:g}, "
+                                  f"batch {d.batch_size['head']}", "float32 head; bf16 features" if bf16
                                   else "float32", "head", "auto"),
-        "full fine-tuning, float32": (f"{d.default_epochs['full']} epochs, lr {d.default_learning_rate['full']:g}, "
-                                      f"batch {d.default_train_batch_size['full']}", "float32", "full", "float32"),
+        "full fine-tuning, float32": (f"{d.epochs['full']} epochs, lr {d.learning_rate['full']:g}, "
+                                      f"batch {d.batch_size['full']}", "float32", "full", "float32"),
     }
     if bf16:
         sides["full fine-tuning, bf16"] = (sides["full fine-tuning, float32"][0], "bf16 (Trainer bf16=True)", "full", "auto")

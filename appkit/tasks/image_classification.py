@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,7 +28,7 @@ import pandas as pd
 from ..errors import DataError, MediaError, ModelError, NotTrainedError, _msg, warn
 from ..registry import register_task
 from ..media import IMAGE_SUFFIXES, decode_image, image_content_key, thumbnail_html
-from .base import ClassificationTask
+from .base import ClassificationTask, TrainingDefaults
 
 PACKAGED_LITE0 = "appkit:efficientnet-lite0"   # what _catalogue_source hands _load for the packaged model
 
@@ -38,9 +39,7 @@ class ImageClassification(ClassificationTask):
     target_column = "label"
     default_batch_size = 32
     # Linear probe on 1280 pooled features: a higher rate than text's, it converges in the default epochs.
-    default_learning_rate: ClassVar[dict] = {"head": 2e-3, "full": 1e-4}
-    default_train_batch_size: ClassVar[dict] = {"head": 32, "full": 16}
-    default_epochs: ClassVar[dict] = {"head": 30, "full": 3}
+    training: ClassVar[TrainingDefaults] = replace(ClassificationTask.training, learning_rate={"head": 2e-3, "full": 1e-4})
     freeze_batchnorm: ClassVar[bool] = True    # "full" on small CPU batches: keep the pretrained BN statistics
     # bf16 autocast changed 1 top-1 label in 20 on real clip art (EfficientNet-Lite0): float32 by default,
     # made fast by channels-last memory (see _collate); precision="bfloat16" still opts in
@@ -115,7 +114,7 @@ class ImageClassification(ClassificationTask):
         return isinstance(inputs, (str, bytes, bytearray, os.PathLike, Image.Image)) or (
             isinstance(inputs, dict) and ("bytes" in inputs or "path" in inputs))
 
-    def _preprocess(self, item, *, where: str, **_):
+    def _preprocess(self, item, *, where: str):
         """Decode, check and resize/crop one image -> (3, H, W) uint8 (a quarter of float32's memory)."""
         import numpy as np
 
@@ -151,7 +150,7 @@ class ImageClassification(ClassificationTask):
         # channels-last: oneDNN's fast convolution layout on CPUs (1.6x in float32 here), same numbers
         return {"pixel_values": x.contiguous(memory_format=torch.channels_last) if self.device == "cpu" else x}
 
-    def _forward(self, batch, **_):
+    def _forward(self, batch):
         if self.mode != "trained":
             raise self._untrained_error()
         return self.model(**batch).logits

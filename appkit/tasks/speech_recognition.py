@@ -26,6 +26,7 @@ import difflib
 import html
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
 from ..registry import register_task
 from ..report import word_diff_html
 from ..runtime import quiet_transformers
-from .base import Pieces, TextTargetTask, pad_labels
+from .base import Metric, Pieces, TextTargetTask, TrainingDefaults, TrainsHead, pad_labels
 
 _CHUNKING = ("vad", "fixed")
 _TASKS = ("transcribe", "translate")
@@ -66,16 +67,32 @@ class _Clip:
 
 
 @register_task("speech-recognition")
-class SpeechRecognition(TextTargetTask):
+class SpeechRecognition(TextTargetTask, TrainsHead):
     input_column = "audio"
     target_column = "text"
     default_batch_size = 8
     load_options: ClassVar[tuple[str, ...]] = ("language",)
-    predict_options: ClassVar[tuple[str, ...]] = ("return_timestamps", "language", "task", "max_new_tokens",
-                                                  "num_beams", "chunking", "pack")
-    default_learning_rate: ClassVar[dict] = {"head": 1e-4, "full": 1e-5}
-    default_train_batch_size: ClassVar[dict] = {"head": 8, "full": 8}
-    default_epochs: ClassVar[dict] = {"head": 5, "full": 3}
+    # postprocess takes the decoding options too: a packed clip in doubt is transcribed again on its own
+    predict_options: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "return_timestamps": ("forward", "postprocess", "merge"),
+        "language": ("batches", "forward", "postprocess"),
+        "task": ("batches", "forward", "postprocess"),
+        "max_new_tokens": ("forward", "postprocess"),
+        "num_beams": ("forward", "postprocess"),
+        "chunking": ("preprocess", "merge"),
+        "pack": ("batches",),
+    }
+    training: ClassVar[TrainingDefaults] = TrainingDefaults(
+        epochs={"head": 5, "full": 3}, learning_rate={"head": 1e-4, "full": 1e-5}, batch_size={"head": 8, "full": 8},
+        best_metric="eval_loss")
+    result_keys: ClassVar[tuple[str, ...]] = ("text",)
+    frame_keys: ClassVar[tuple[str, ...]] = ("text",)
+    metric_info: ClassVar[Mapping[str, Metric]] = {
+        "wer": Metric("word error rate: share of words wrong, missing or extra (lower is better)", percent=True),
+        "cer": Metric("character error rate: like WER on letters, so a near miss ('color' for 'colour') costs little "
+                      "(lower is better)", percent=True),
+        "sentence_error_rate": Metric("share of recordings with at least one word wrong (lower is better)", percent=True),
+    }
 
     def __init__(self, model, processor, *, kind: str, language: str | None = None, **kw):
         super().__init__(model, processor, **kw)
@@ -166,7 +183,7 @@ class SpeechRecognition(TextTargetTask):
             return len(inputs) == 2 and isinstance(inputs[1], (int, float, np.integer)) and not isinstance(inputs[1], bool)
         return isinstance(inputs, (str, bytes, bytearray, os.PathLike, dict, np.ndarray))
 
-    def _preprocess(self, item, *, where: str, chunking: str = "vad", **_):
+    def _preprocess(self, item, *, where: str, chunking: str = "vad"):
         if chunking not in _CHUNKING:
             raise unknown_name("chunking", chunking, _CHUNKING)
         audio = media.open_audio(item, where=where)
@@ -180,14 +197,13 @@ class SpeechRecognition(TextTargetTask):
             windows = media.fixed_windows(audio.duration, max_s=self.window_s)
         else:
             windows = media.speech_windows(media.scan(audio), audio.duration, max_s=self.window_s)
-        clips = Pieces(_Clip(audio, s, e) for s, e in windows if e - s > 0.05)
-        clips.chunking = chunking
-        return clips
+        return Pieces(_Clip(audio, s, e) for s, e in windows if e - s > 0.05)
 
     def _length(self, unit) -> int:
         return len(unit)
 
-    def _batches(self, units: list, batch_size: int, *, pack: bool = True, **options) -> list[list]:
+    def _batches(self, units: list, batch_size: int, *, pack: bool = True, language: str | None = None,
+                 task: str | None = None) -> list[list]:
         """Whisper reads 30 s at a time whatever the clip: short clips are packed into shared windows.
 
         A 2 s prompt costs the encoder as much as 30 s of speech, so clips up to half a window are
@@ -201,8 +217,8 @@ class SpeechRecognition(TextTargetTask):
         self._retry_batch = batch_size
         # not packed: a multilingual Whisper without a language detects one per window, and a translation
         # of several packed sentences repeated one sentence across clips (whisper-base, German, measured)
-        guessing = self.kind == "whisper" and self._multilingual() and not (options.get("language") or self.language)
-        if self.kind != "whisper" or not pack or guessing or options.get("task") == "translate":
+        guessing = self.kind == "whisper" and self._multilingual() and not (language or self.language)
+        if self.kind != "whisper" or not pack or guessing or task == "translate":
             return super()._batches(units, batch_size)
         small = [(k, u) for k, u in units if len(u) / media.SAMPLE_RATE <= self.window_s / 2]
         if len(small) < 2:
@@ -280,7 +296,7 @@ class SpeechRecognition(TextTargetTask):
         return self._fast[1]
 
     def _forward(self, batch, *, return_timestamps: bool = False, language=None, task=None, max_new_tokens=None,
-                 num_beams: int = 1, **_):
+                 num_beams: int = 1):
         import torch
 
         self._check_language(language, task)
@@ -306,9 +322,12 @@ class SpeechRecognition(TextTargetTask):
         out = out.sequences if hasattr(out, "sequences") else out
         return _Packed(out, plan) if plan is not None else out
 
-    def _postprocess(self, ids, units, *, return_timestamps: bool = False, **options):
+    def _postprocess(self, ids, units, *, return_timestamps: bool = False, language=None, task=None,
+                     max_new_tokens=None, num_beams: int = 1):
+        """The decoding options come here too: a packed clip in doubt is transcribed again on its own."""
         if isinstance(ids, _Packed):
-            return self._unpack(ids, units, return_timestamps=return_timestamps, **options)
+            decoding = {"language": language, "task": task, "max_new_tokens": max_new_tokens, "num_beams": num_beams}
+            return self._unpack(ids, units, return_timestamps=return_timestamps, decoding=decoding)
         tok = self.processor.tokenizer
         out = []
         for seq, clip in zip(ids, units):
@@ -339,7 +358,7 @@ class SpeechRecognition(TextTargetTask):
             out.append(res)
         return out
 
-    def _unpack(self, packed: "_Packed", units, *, return_timestamps: bool = False, **options) -> list:
+    def _unpack(self, packed: "_Packed", units, *, return_timestamps: bool = False, decoding: dict | None = None) -> list:
         """Give each packed window's timestamped segments back to the clips they fall in.
 
         Clips whose split is in doubt (see ``_split_segments``; also a window cut off by the token
@@ -382,14 +401,14 @@ class SpeechRecognition(TextTargetTask):
         for k in range(0, len(order), step):       # alone, in batches of the caller's size
             alone = [units[i] for i in order[k:k + step]]
             raw = self._forward(self._to_device(self._collate(alone, pack=False)), return_timestamps=return_timestamps,
-                                **options)
+                                **(decoding or {}))
             for i, res in zip(order[k:k + step], self._postprocess(raw, alone, return_timestamps=return_timestamps)):
                 results[i] = res
         self.packing["retried"] += len(retry)
         return results
 
-    def _merge(self, results: list, pieces: Pieces, *, return_timestamps: bool = False, **_):
-        if getattr(pieces, "chunking", "vad") == "fixed":
+    def _merge(self, results: list, pieces: Pieces, *, return_timestamps: bool = False, chunking: str = "vad"):
+        if chunking == "fixed":
             words: list[str] = []
             for r in results:
                 words = _stitch(words, r["text"].split())
@@ -400,9 +419,6 @@ class SpeechRecognition(TextTargetTask):
         if return_timestamps:
             merged["chunks"] = [c for r in results for c in r.get("chunks", [])]
         return merged
-
-    def _frame_keys(self) -> list[str]:
-        return ["text"]
 
     # ------------------------------------------------------------------ data
     def _read_folder(self, path: Path, *, where: str) -> pd.DataFrame:

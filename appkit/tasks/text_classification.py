@@ -97,7 +97,7 @@ class TextClassification(ClassificationTask):
                                  where=f"labels: {self.labels}", fix="use the same names as labels=[...]"))
 
     # ------------------------------------------------------------------ hooks
-    def _preprocess(self, item, *, where: str, **_):
+    def _preprocess(self, item, *, where: str):
         from ..data import check_text_item
 
         return check_text_item(item, where=where)
@@ -108,7 +108,7 @@ class TextClassification(ClassificationTask):
     def _collate(self, units):
         return self.processor(units, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
 
-    def _forward(self, batch, **_):
+    def _forward(self, batch):
         import torch
 
         if self.mode == "zero-shot":
