@@ -38,7 +38,8 @@ from ..data import apply_columns, read_table
 from ..data import content_key
 from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name, warn
 from ..folders import check_model_folder, read_meta
-from ..registry import DEFAULT_MODEL, find_model, model_names, require_offline
+from ..registry import ModelEntry, find_model, model_names, require_offline
+from ..registry import default_model as catalogue_default
 from ..runtime import autocast, check_precision, hash_weights, quiet_transformers, resolve_device, use_bf16
 
 META_FILE = "appkit.json"
@@ -233,6 +234,8 @@ class Task(Predicts, Trains, Evaluates):
     # task-specific keywords of predict -> the steps that take them (PREDICT_STEPS)
     predict_options: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     result_keys: ClassVar[tuple[str, ...]] = ()     # keys every result dict has (the contract suite compares them)
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = ()  # the task's models for list_models / load by name
+    default_model: ClassVar[str | None] = None        # the catalogue name appkit.load(task) takes
     frame_keys: ClassVar[tuple[str, ...]] = ()      # those that become pred_<key> columns of a DataFrame
     backend: str = "torch"                           # "onnx" after load(..., backend="onnx") (appkit/export.py)
 
@@ -287,7 +290,7 @@ class Task(Predicts, Trains, Evaluates):
     def _resolve_source(cls, model) -> tuple[Any, dict]:
         """Catalogue name, local folder or hub id -> (what _load gets, appkit.json contents)."""
         if model is None:
-            model = DEFAULT_MODEL.get(cls.task)
+            model = catalogue_default(cls.task)
             if model is None:
                 names = model_names(cls.task)
                 raise ModelError(_msg(f"No model is packaged offline for {cls.task!r}, so there is no default",

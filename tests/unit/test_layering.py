@@ -38,7 +38,9 @@ def _import_graph() -> dict[str, set[str]]:
                 for _ in range(max(node.level - 1, 0)):
                     base = base.rpartition(".")[0]
                 mod = (base + ("." + node.module if node.module else "")) if node.level else node.module
-                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]   # `from . import media` names a module
+                names = [f"{mod}.{a.name}" for a in node.names]
+                # `from .. import media` depends on the module media, not on the package's __init__
+                targets = names if all(n in files for n in names) else [mod, *names]
             else:
                 continue
             for t in targets:
