@@ -6,15 +6,11 @@ the "head" strategy (features from the frozen model computed once, then only a
 small head is trained: minutes on a laptop CPU), class weights, and a history
 DataFrame.
 
-Task hooks used here:
-- ``_prepare_targets(train_df, eval_df) -> (train_targets, eval_targets)``: validate
-  references, set up labels / a new head; must be idempotent.
-- ``_preprocess(item, where)`` (as in predict) and ``_train_collate(units, targets, train)``
-  -> model inputs with ``labels`` (augmentation when train=True).
-- ``_features(batch) -> Tensor`` and ``_head() -> nn.Module`` for strategy "head";
-  ``_head_collate(pairs)`` stacks (feature, target) pairs.
-- ``_loss(logits, labels, weights)``, ``_step_loss(model, inputs)`` for tasks whose
-  models compute their own loss, ``_class_weights(targets)``, ``_trainer_metrics(logits, labels)``.
+The task side is declared in appkit/tasks/base.py (``Trains``, ``TrainsHead``): a task's
+``training`` defaults (epochs, learning rate, batch size per strategy; the metric that picks the
+epoch kept), ``_prepare_targets``, ``_preprocess`` (as in predict), ``_train_collate``,
+``_step_loss``, ``_class_weights``, and for strategy "head" ``_features``, ``_head``,
+``_head_collate``. The engine keeps its own feature cache (``feature_cache(task)``).
 """
 from __future__ import annotations
 

@@ -506,7 +506,7 @@ class Task(Predicts, Trains, Evaluates):
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
         laptop CPU); "full" trains every weight; "auto" = head on CPU, full on a GPU.
-        epochs: None takes the strategy's default (``type(task).default_epochs``: many cheap
+        epochs: None takes the strategy's default (``type(task).training.epochs``: many cheap
         epochs for "head", a few for "full"). With validation data (``eval_data``, or
         ``validation_split``) the weights of the best epoch are kept, not the last, and a classifier's
         confidence scores are calibrated on it (temperature scaling, folded into the saved weights).
