@@ -228,11 +228,11 @@ def _speech_draws(table: pd.DataFrame, idx: np.ndarray) -> dict:
     """Corpus WER/CER = all edits / all reference words (characters), so resample per-item counts."""
     import jiwer
 
-    from .metrics import _normalise_text
+    from .metrics import normalise_text
 
     counts = []
     for r, h in zip(table["reference"], table["prediction"]):
-        r, h = _normalise_text(str(r)), _normalise_text(str(h))
+        r, h = normalise_text(str(r)), normalise_text(str(h))
         if not r:   # metrics.wer_cer leaves out empty references; so do the intervals
             counts.append((0, 0, 0, 0))
             continue

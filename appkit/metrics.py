@@ -73,7 +73,8 @@ def _ordinal_words(n: int) -> str:
     return " ".join([*head, last])
 
 
-def _normalise_text(s: str) -> str:
+def normalise_text(s: str) -> str:
+    """Lower case, numbers and ordinals as words, no punctuation but apostrophes: what WER/CER compare."""
     import re
 
     s = s.lower().replace("’", "'")
@@ -88,8 +89,8 @@ def wer_cer(refs: list[str], hyps: list[str], *, normalise: bool = True) -> dict
     import jiwer
 
     if normalise:
-        refs = [_normalise_text(r) for r in refs]
-        hyps = [_normalise_text(h) for h in hyps]
+        refs = [normalise_text(r) for r in refs]
+        hyps = [normalise_text(h) for h in hyps]
     # jiwer refuses empty references; an empty reference scores by insertions only
     pairs = [(r, h) for r, h in zip(refs, hyps) if r]
     if not pairs:

@@ -357,10 +357,10 @@ def word_diff_html(reference: str, hypothesis: str, *, normalise: bool = True) -
 
     normalise=True compares words as WER does (lower case, no punctuation, numbers as English words);
     False compares them as written (translation: case and punctuation are part of the result)."""
-    from .metrics import _normalise_text
+    from .metrics import normalise_text
 
     if normalise:
-        reference, hypothesis = _normalise_text(reference), _normalise_text(hypothesis)
+        reference, hypothesis = normalise_text(reference), normalise_text(hypothesis)
     ref, hyp = reference.split(), hypothesis.split()
     out = []
     for op, a, b, c, d in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
