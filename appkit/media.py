@@ -270,12 +270,12 @@ def crop_extreme_aspect(image, processor, *, max_ratio: float = 8.0):
 # ------------------------------------------------------------------ long recordings
 def _vad_weights_path() -> Path | None:
     """The packaged silero-vad weights, found by path: importing silero_vad sets torch to 1 thread."""
-    import importlib.util
+    from .folders import package_folder
 
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_folder("silero_vad")
+    if folder is None:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad_16k.safetensors"
+    path = folder / "data" / "silero_vad_16k.safetensors"
     return path if path.is_file() else None
 
 
