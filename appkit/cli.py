@@ -141,7 +141,7 @@ def _column_map(pairs: list[str] | None) -> dict | None:
 def _media_suffixes(task) -> set[str] | None:
     """File endings a folder input is read for (images or audio); None for text tasks."""
     if task.input_column == "image":
-        from appkit.tasks.image_classification import IMAGE_SUFFIXES
+        from appkit.media import IMAGE_SUFFIXES
 
         return IMAGE_SUFFIXES
     if task.input_column == "audio":

@@ -25,9 +25,9 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ..errors import DataError, MediaError, ModelError, NotTrainedError, _msg, warn
+from ..errors import MediaError, ModelError, NotTrainedError, _msg, warn
 from ..registry import ModelEntry, register_task
-from ..media import IMAGE_SUFFIXES, decode_image, image_content_key, thumbnail_html
+from ..media import decode_image, image_content_key, thumbnail_html
 from .base import ClassificationTask, TrainingDefaults
 
 PACKAGED_LITE0 = "appkit:efficientnet-lite0"   # what _catalogue_source hands _load for the packaged model
@@ -193,34 +193,9 @@ class ImageClassification(ClassificationTask):
     # ------------------------------------------------------------------ data
     def _read_folder(self, path: Path, *, where: str) -> pd.DataFrame:
         """Sub-folders are the labels; every image file below one is an example of that label."""
-        rows, other = [], []
-        subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
-            other.append(f.name)
-        for d in subdirs:
-            for f in sorted(d.rglob("*")):
-                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(path).parts):
-                    continue
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    rows.append({"image": str(f), "label": d.name})
-                else:
-                    other.append(str(f.relative_to(path)))
-        labels = sorted({r["label"] for r in rows})
-        if not rows:
-            raise DataError(_msg(
-                f"The {where} folder {str(path)!r} holds no images in sub-folders",
-                expected="one sub-folder per label with the images inside, e.g. photos/cat/1.jpg, photos/dog/2.jpg",
-                fix="put the images in sub-folders named after their labels"
-                    + (f" (found only: {', '.join(other[:5])})" if other else "")))
-        if len(labels) < 2 and where.startswith("training"):
-            raise DataError(_msg(
-                f"The {where} folder {str(path)!r} has a single label {labels[0]!r}",
-                expected="at least two sub-folders (labels) with images, to learn to tell them apart",
-                fix="add a sub-folder of images for each other class"))
-        if other:
-            warn(f"Ignored {len(other)} file(s) in {str(path)!r} that are not images in a label "
-                          f"sub-folder: {', '.join(other[:10])}" + (" ..." if len(other) > 10 else ""))
-        return pd.DataFrame(rows)
+        from ..data import read_image_folder
+
+        return read_image_folder(path, where=where)
 
     # ------------------------------------------------------------------ training
     def _train_collate(self, units, targets, train: bool):

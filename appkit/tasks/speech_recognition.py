@@ -46,8 +46,6 @@ _PACK_GAP = 1 / 12     # silence between packed clips, as a share of the window 
                        # Whisper tiny ran neighbouring prompts into one segment (bench/asr.py)
 _SEAM_S = 0.2          # how far a packed segment's timestamps may stray past its clip before the split is doubted
 _TOKENS_PER_S = 8      # Whisper writes ~3-5 tokens per second of speech; more means it is looping
-_TRANSCRIPT_NAMES = ("text", "transcript", "transcription", "sentence", "normalized_text")
-_FILE_NAMES = ("audio", "file_name", "file", "path", "filename")
 
 
 @dataclass
@@ -448,29 +446,10 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
 
     # ------------------------------------------------------------------ data
     def _read_folder(self, path: Path, *, where: str) -> pd.DataFrame:
-        """A folder of audio files with a transcripts table (CSV/TSV/JSONL naming each file) or .txt files beside them."""
-        from ..data import read_table
+        """Audio files with a transcripts table, or a .txt beside each (appkit.data.read_transcript_folder)."""
+        from ..data import read_transcript_folder
 
-        tables = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"))
-        if tables:
-            df = read_table(tables[0], where=where)
-            fcol = next((c for c in _FILE_NAMES if c in df.columns), None)
-            tcol = next((c for c in _TRANSCRIPT_NAMES if c in df.columns), None)
-            if fcol is None or tcol is None:
-                raise DataError(_msg(f"The transcripts file {tables[0].name!r} in the {where} folder needs a file column and a transcript column",
-                                     where=f"its columns are {list(df.columns)}",
-                                     expected=f"one of {list(_FILE_NAMES)} and one of {list(_TRANSCRIPT_NAMES)}"))
-            df = df.rename(columns={fcol: "audio", tcol: "text"})
-            df["audio"] = [str(v) if Path(str(v)).is_absolute() else str(path / str(v)) for v in df["audio"]]
-            return df
-        rows = []
-        for f in sorted(path.rglob("*")):
-            if f.suffix.lower() in media.AUDIO_SUFFIXES and f.with_suffix(".txt").exists():
-                rows.append({"audio": str(f), "text": f.with_suffix(".txt").read_text(encoding="utf-8").strip()})
-        if not rows:
-            raise DataError(_msg(f"The {where} folder {str(path)!r} has no transcripts",
-                                 expected="a metadata.csv/transcripts.jsonl naming each file with its text, or a .txt beside each audio file"))
-        return pd.DataFrame(rows)
+        return read_transcript_folder(path, where=where)
 
     # ------------------------------------------------------------------ training
     def _check_training_inputs(self, df: pd.DataFrame, *, where: str) -> None:
