@@ -56,6 +56,7 @@ class _Clip:
     end: float
     samples: Any = None
     window: int | None = None     # clips packed into one model window share a number (see _batches)
+    batch_size: int | None = None  # the call's batch size, for a packed clip transcribed again alone (_unpack)
 
     def load(self):
         return self.samples if self.samples is not None else self.audio.read(self.start, self.end)
@@ -236,9 +237,8 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         their clips (``_unpack``); a clip whose split is in doubt is transcribed alone.
         """
         for _, u in units:
-            u.window = None
+            u.window, u.batch_size = None, batch_size
         self.packing = {"clips": 0, "windows": 0, "retried": 0}
-        self._retry_batch = batch_size
         # not packed: a multilingual Whisper without a language detects one per window, and a translation
         # of several packed sentences repeated one sentence across clips (whisper-base, German, measured)
         guessing = self.kind == "whisper" and self._multilingual() and not (language or self.language)
@@ -421,7 +421,7 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
                                      for (t, _, _), (a, b) in zip(got[i], times)]
                 results[i] = res
         order = sorted(retry)
-        step = getattr(self, "_retry_batch", None) or self.default_batch_size
+        step = next((units[i].batch_size for i in order if units[i].batch_size), self.default_batch_size)
         for k in range(0, len(order), step):       # alone, in batches of the caller's size
             alone = [units[i] for i in order[k:k + step]]
             raw = self._forward(self._to_device(self._collate(alone, pack=False)), return_timestamps=return_timestamps,
