@@ -48,7 +48,7 @@ def main() -> None:
 
     import appkit
     from appkit.metrics import bleu_chrf
-    from appkit.tasks.base import _bf16_ok
+    from appkit.runtime import bf16_native
 
     warnings.simplefilter("ignore")
     hf_logging.set_verbosity_error()
@@ -57,7 +57,7 @@ def main() -> None:
     mt = appkit.load("translation", args.model)
     folder = mt.meta.get("source") or args.model
     tok = AutoTokenizer.from_pretrained(folder)
-    bf16 = _bf16_ok("cpu")
+    bf16 = bf16_native("cpu")
     best = "bf16 weights" if bf16 else "float32"
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.float32).eval()
     model16 = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
