@@ -122,6 +122,9 @@ def speech_case(bf16: bool) -> Case:
     return Case("speech-recognition", {}, train, test, train.head(4), ("wer",), True, sides)
 
 
+LOADS: dict[str, list] = {}
+
+
 def fit(case: Case, side: Side, data):
     import appkit
 
@@ -131,6 +134,7 @@ def fit(case: Case, side: Side, data):
         t = time.perf_counter()
         run = clf.fine_tune(data, strategy=side.strategy, output_dir=out, progress=False, checkpoints=False)
         seconds = time.perf_counter() - t
+        LOADS.setdefault(side.name, []).append(os.getloadavg()[0])   # a shared machine shows here
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return clf, run, seconds
@@ -165,8 +169,9 @@ def measure(case: Case, *, rounds: int, full_rounds: int) -> None:
         clf, run = models[s.name]
         m = clf.evaluate(case.test, progress=False).metrics
         s.quality = {k: float(m[k]) for k in case.metrics}
+        s.note = f"load {max(LOADS.get(s.name, [float('nan')])):.1f}"
         if run.best_epoch is not None:
-            s.note = f"best epoch {run.best_epoch:g}"
+            s.note += f", best epoch {run.best_epoch:g}"
 
 
 def measure_tune(case: Case, n_trials: int) -> Side:
@@ -250,7 +255,8 @@ def main() -> None:
         if "accuracy" in case.metrics:
             print(majority(case), flush=True)
     print("\nAll tasks (x faster = full float32 seconds / this side's seconds; quality in brackets: the difference "
-          "to full float32 in points, WER lower is better):")
+          "to full float32 in points, WER lower is better; load: the highest 1-minute load average seen after a "
+          "run of that side, 2.0 = both cores busy):")
     print(table(cases))
     for case in cases:
         if "accuracy" in case.metrics:
