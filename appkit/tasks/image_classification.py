@@ -48,6 +48,7 @@ class ImageClassification(ClassificationTask):
     default_learning_rate: ClassVar[dict] = {"head": 1e-3, "top": 1e-3, "full": 1e-4}
     default_train_batch_size: ClassVar[dict] = {"head": 32, "top": 32, "full": 16}
     default_epochs: ClassVar[dict] = {"head": 30, "top": 15, "full": 3}
+    strategies: ClassVar[tuple[str, ...]] = ("head", "top", "full")
     auto_strategy: ClassVar[str] = "head"      # what strategy="auto" picks on a CPU (training.AUTO_FULL_MIN_ROWS)
     freeze_batchnorm: ClassVar[bool] = True    # "full" on small CPU batches: keep the pretrained BN statistics
     # bf16 autocast changed 1 top-1 label in 20 on real clip art (EfficientNet-Lite0): float32 by default,
@@ -86,8 +87,8 @@ class ImageClassification(ClassificationTask):
         fixed = labels is not None or bool(meta.get("labels_fixed"))
         inst = cls(model, processor, mode=mode, labels=None, meta={**meta, "source": str(source), "labels_fixed": fixed},
                    device=device, precision="auto")
-        if _top_layers(model) is not None:   # "top" knows where this architecture's last block is
-            inst.strategies = ("head", "top", "full")
+        if _top_layers(model) is None:   # "top" knows where the last block is only for EfficientNet-Lite
+            inst.strategies = ("head", "full")
         if labels is None:
             labels = meta.get("labels") or own
         elif labels != own:
