@@ -86,7 +86,7 @@ lab: setup
 
 bench: setup
 	$(PY) bench/text_predict.py
-	$(PY) bench/text_finetune.py
+	$(PY) bench/finetune.py
 	$(PY) bench/image_predict.py
 	$(PY) bench/asr.py
 
