@@ -150,7 +150,11 @@ def _choose_strategy(task, strategy: str, rows: int | None = None) -> tuple[str,
 # the head strategy of a classifier, with enough rows that every class keeps examples on both sides.
 _AUTO_VALIDATION = 0.2
 _AUTO_VALIDATION_MIN_ROWS = 100
-_AUTO_VALIDATION_MIN_PER_CLASS = 5
+# Held-out rows per class, at least: fewer pick the epoch by noise and cost the training side more than the best
+# epoch gains. Measured (clip art, 4 folds of 320, head lr 1e-3): 6 per class held out -> accuracy 0.628 /
+# macro-F1 0.617, every row trained on for 30 epochs -> 0.659 / 0.651 (each fold better); drug reviews (11
+# neutral held out) gained from the split: macro-F1 0.486 vs 0.442 for the last epoch of full fine-tuning.
+_AUTO_VALIDATION_MIN_PER_CLASS = 10
 
 
 def _auto_validation_split(task, train_df: pd.DataFrame, strategy: str) -> float:

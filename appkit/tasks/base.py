@@ -529,7 +529,7 @@ class Task(Predicts, Trains, Evaluates):
         ``validation_split``) the weights of the best epoch are kept, not the last, and a classifier's
         confidence scores are calibrated on it (temperature scaling, folded into the saved weights).
         validation_split: None = auto: 20% of the training rows (stratified) for a classifier's
-        "head" strategy when there are at least 100 rows and every class keeps 5 on each side; 0 = none.
+        "head" strategy when there are at least 100 rows and every class has 10 on the held-out side; 0 = none.
         class_weights: "auto" weighs each class by the square root of its rarity (small classes count
         without making the model overconfident), "balanced" by its full rarity, None not at all.
         checkpoints: a checkpoint each epoch (the last two kept) so ``resume=True`` can continue;

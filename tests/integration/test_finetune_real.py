@@ -1,8 +1,8 @@
-"""The CPU default fine-tuning strategies on real data (issue 10): each beats the head appkit used before by a
-margin, the saved folder is a plain transformers model that transformers.pipeline loads with the same labels,
+"""The CPU default fine-tuning strategies on real data (issue 10): each beats the head appkit used before (text
+by a margin, images at least matching it), the saved folder is a plain transformers model that transformers.pipeline loads with the same labels,
 and an interrupted run resumes. bench/finetune.py measures the same strategies against full fine-tuning.
 
-About 2-3 minutes on 2 idle cores (features of 600 reviews twice, of 320 clip-art images three times).
+About 3-4 minutes on 2 idle cores (17 minutes at load average 12) (features of 600 reviews twice, of 320 clip-art images three times).
 """
 from __future__ import annotations
 
@@ -60,7 +60,10 @@ def test_text_default_beats_the_old_cls_head_on_drug_reviews(tmp_path):
 
 
 @needs_image
-def test_image_default_beats_the_old_head_on_clipart_and_deploys(tmp_path):
+def test_image_default_beats_the_previous_head_on_clipart_and_deploys(tmp_path):
+    """The previous default held out 20% of the 240 images (6 per class) to pick the epoch, at lr 2e-3; the
+    default now trains on every image (too few per class to spare) at lr 1e-3. Measured on 4 folds of all 320
+    images: accuracy 0.659 vs 0.609, macro-F1 0.651 vs 0.594."""
     from transformers import pipeline
 
     from appkit.samples import clipart_products
@@ -70,17 +73,17 @@ def test_image_default_beats_the_old_head_on_clipart_and_deploys(tmp_path):
     clf = appkit.load("image-classification")
     run = clf.fine_tune(train, output_dir=tmp_path / "run", progress=False)
     assert run.strategy == ImageClassification.training.auto_strategy and "auto: no GPU" in run.notes[0]
-    assert run.best_epoch is not None and run.calibration      # automatic validation split: best epoch, calibrated
+    assert not any("held out" in n for n in run.notes)     # 6 per class would be held out: too few
     report = clf.evaluate(test)
-    old = appkit.load("image-classification")   # the head as it was: the last epoch, no validation rows held out
-    old.fine_tune(train, strategy="head", validation_split=0, class_weights="balanced", output_dir=tmp_path / "old",
-                  progress=False, checkpoints=False)
-    m, m_old = report.metrics, old.evaluate(test).metrics
+    before = appkit.load("image-classification")
+    before.fine_tune(train, strategy="head", learning_rate=2e-3, validation_split=0.2, output_dir=tmp_path / "before",
+                     progress=False, checkpoints=False)
+    m, m_before = report.metrics, before.evaluate(test).metrics
     baseline = next(iter(report.baseline.values()))        # 8 balanced classes: 0.125
-    print(f"\nclip art: default ({run.strategy}) {m['accuracy']:.3f} / {m['macro_f1']:.3f}, old head "
-          f"{m_old['accuracy']:.3f} / {m_old['macro_f1']:.3f}, majority {baseline:.3f}")
+    print(f"\nclip art: default ({run.strategy}) {m['accuracy']:.3f} / {m['macro_f1']:.3f}, previous default "
+          f"{m_before['accuracy']:.3f} / {m_before['macro_f1']:.3f}, majority {baseline:.3f}")
     assert m["accuracy"] >= baseline + 0.40, m
-    assert m["macro_f1"] >= m_old["macro_f1"] - 0.05, (m, m_old)
+    assert m["macro_f1"] >= m_before["macro_f1"], (m, m_before)
 
     folder = clf.save(tmp_path / "model")
     images = list(test.image)
@@ -102,7 +105,6 @@ def test_image_default_resumes_after_an_interruption(tmp_path):
     again = appkit.load("image-classification")            # a new kernel: nothing in memory
     run = again.fine_tune(train, output_dir=out, resume=True, progress=False)
     assert not run.interrupted and run.resumed_from_step == 7
-    steps_per_epoch = -(-round(len(train) * 0.8) // again.training.batch_size[run.strategy])
+    steps_per_epoch = -(-len(train) // again.training.batch_size[run.strategy])   # every row trains
     assert run.history["step"].max() == steps_per_epoch * again.training.epochs[run.strategy]
-    assert run.best_epoch is not None
     assert again.evaluate(test).metrics["accuracy"] >= 0.125 + 0.40

@@ -104,3 +104,16 @@ def test_tune_computes_the_features_once_for_all_trials(tmp_path, monkeypatch):
     monkeypatch.setattr(type(clf), "_features", lambda self, batch: calls.append(len(batch["input_ids"])) or real(self, batch))
     clf.tune(text_train_frame(40), n_trials=4, strategy="head", space={"epochs": ("int", 1, 3)})
     assert sum(calls) == 40          # 32 training + 8 validation rows, each encoded once for the 4 trials
+
+
+def test_automatic_validation_split_needs_ten_rows_per_class_held_out(clf):
+    import pandas as pd
+
+    from appkit.training import _auto_validation_split
+
+    def frame(per_class):
+        return pd.DataFrame({"text": [f"t{i}" for i in range(8 * per_class)], "label": [f"c{i % 8}" for i in range(8 * per_class)]})
+
+    assert _auto_validation_split(clf, frame(30), "head") == 0.0     # clip art: 6 per class would be held out
+    assert _auto_validation_split(clf, frame(50), "head") == 0.2     # 10 per class
+    assert _auto_validation_split(clf, frame(50), "full") == 0.0     # full fine-tuning: only when asked
