@@ -85,7 +85,8 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 # Every script follows the fairness rule in bench/_fair.py and records its headline rows in bench/results/;
-# bench/table.py prints them as one table (the README shows the latest). About 40 minutes on 2 cores.
+# bench/table.py prints them as one table (the README shows the latest). About 70 minutes on 2 idle cores
+# (bench/finetune.py's full fine-tunes are half of it).
 bench: setup
 	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/text_predict.py --length short
@@ -93,7 +94,7 @@ bench: setup
 	$(PY) bench/image_predict.py
 	$(PY) bench/asr.py
 	$(PY) bench/translate.py
-	$(PY) bench/text_finetune.py
+	$(PY) bench/finetune.py
 	$(PY) bench/predict_memory.py
 	$(PY) bench/table.py
 

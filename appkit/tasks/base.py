@@ -81,6 +81,7 @@ class TrainingDefaults:
     batch_size: Mapping[str, int]
     best_metric: str             # the validation metric that picks the epoch kept (one ending in "loss" is minimised)
     logit_metrics: bool = False  # validation metrics come from the logits (``_trainer_metrics``), not only the loss
+    auto_strategy: str = "head"  # the cached strategy "auto" picks on a CPU or with few rows (when the task offers it)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,19 @@ class TrainsHead(ABC):
         """(feature, target) pairs -> a batch for the head."""
 
 
+class TrainsTop(ABC):
+    """What strategy "top" needs as well (e.g. EfficientNet-Lite): the input of the model's last block, computed
+    once, and the last block with everything after it, trained on those inputs."""
+
+    @abstractmethod
+    def _top_features(self, batch):
+        """Model inputs -> the input of the last block, one tensor per example (cached by the engine)."""
+
+    @abstractmethod
+    def _top(self):
+        """The last block and everything after it, as one module that maps those features to logits."""
+
+
 class Evaluates(ABC):
     """What evaluate needs (appkit/evaluation.py builds the EvalReport from these)."""
     metric_info: ClassVar[Mapping[str, Metric]] = {}
@@ -206,6 +220,8 @@ def check_contract(cls) -> None:
                 problems.append(f"training.{field} has no value for strategy {lacking[0]!r}")
     if "head" in cls.strategies and not issubclass(cls, TrainsHead):
         problems.append("it offers strategy 'head' but is not a TrainsHead (_features, _head, _head_collate)")
+    if "top" in cls.strategies and not issubclass(cls, TrainsTop):
+        problems.append("it offers strategy 'top' but is not a TrainsTop (_top_features, _top)")
     if not cls.result_keys:
         problems.append("it declares no result_keys")
     for name, steps in cls.predict_options.items():
@@ -505,13 +521,15 @@ class Task(Predicts, Trains, Evaluates):
         """Fine-tune on ``train``; returns a TrainingRun whose ``history`` is a DataFrame.
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
-        laptop CPU); "full" trains every weight; "auto" = head on CPU, full on a GPU.
+        laptop CPU); "top" (images, EfficientNet-Lite) trains the last block and the head on the cached
+        input of the last block; "full" trains every weight; "auto" = the task's cached strategy on a CPU
+        or with fewer than 1000 training rows, full on a GPU with more (the run's notes say which and why).
         epochs: None takes the strategy's default (``type(task).training.epochs``: many cheap
         epochs for "head", a few for "full"). With validation data (``eval_data``, or
         ``validation_split``) the weights of the best epoch are kept, not the last, and a classifier's
         confidence scores are calibrated on it (temperature scaling, folded into the saved weights).
         validation_split: None = auto: 20% of the training rows (stratified) for a classifier's
-        "head" strategy when there are at least 100 rows and every class keeps 5 on each side; 0 = none.
+        "head" strategy when there are at least 100 rows and every class has 10 on the held-out side; 0 = none.
         class_weights: "auto" weighs each class by the square root of its rarity (small classes count
         without making the model overconfident), "balanced" by its full rarity, None not at all.
         checkpoints: a checkpoint each epoch (the last two kept) so ``resume=True`` can continue;
