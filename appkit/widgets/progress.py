@@ -170,7 +170,6 @@ class TerminalProgress(_Tracker):
 class LiveTraining(_Tracker):
     """The notebook widget. ``stop`` is the Stop button; clicking it ends training at the next step."""
 
-    poll_every_s = 0.2     # how often pending clicks are read while the cell runs
     redraw_every_s = 0.5
 
     def __init__(self, *, metric: str, show: bool = True):
@@ -186,7 +185,8 @@ class LiveTraining(_Tracker):
         self.widget = w.VBox([w.HBox([self.stop, self.status]), self.chart, self.table])
         self.stop.on_click(self._on_stop)
         self._handle = None
-        self._last_poll = self._last_draw = 0.0
+        self._last_draw = 0.0
+        self._clicked = None      # set by a Stop click even while the training cell runs (see _clicks)
         self.summary_html = ""
 
     def _on_stop(self, _button=None) -> None:
@@ -200,28 +200,24 @@ class LiveTraining(_Tracker):
         if self.show:
             from IPython.display import display
 
+            from ._clicks import watch_clicks
+
+            self._clicked = watch_clicks(self.stop)
+            if self._clicked is None:   # a kernel where a click waits for the cell to end: say so, don't pretend
+                self.stop.disabled = True
+                self.stop.tooltip = "Stop needs ipykernel 7 or newer in this kernel; interrupt the kernel instead"
             self._handle = display(self.widget, display_id=True)
 
     def on_step_end(self, args, state, control, **kw):
         self.step = state.global_step
         now = time.perf_counter()
-        if now - self._last_poll >= self.poll_every_s:
-            self._last_poll = now
-            self._poll()
+        if self._clicked is not None and self._clicked.is_set() and not self.stopped_by_user:
+            self._on_stop()
         if now - self._last_draw >= self.redraw_every_s:
             self._last_draw = now
             self.status.value = html.escape(self.status_line())
         if self.stopped_by_user:
             control.should_training_stop = True
-
-    def _poll(self) -> None:
-        """A running cell blocks the kernel's message loop: read pending widget messages (the Stop click) here."""
-        if not (self.show and in_notebook()):
-            return
-        from jupyter_ui_poll import ui_events
-
-        with ui_events() as poll:
-            poll(20)
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         super().on_evaluate(args, state, control, metrics=metrics, **kw)
@@ -257,7 +253,14 @@ class LiveTraining(_Tracker):
             from IPython.display import HTML
 
             self._handle.update(HTML(self.summary_html))
-            self.widget.close()
+            from ._clicks import unwatch
+
+            unwatch(self.stop)
+            # no comm left open for parts nobody can see any more; the Stop button stays open, because a
+            # click seen during the cell still reaches the kernel after it (its handler must find the button)
+            for part in (self.status, self.chart, self.table, *self.widget.children, self.widget):
+                if part is not self.stop:
+                    part.close()
 
 
 class TrialDisplay:
