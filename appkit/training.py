@@ -471,7 +471,8 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
     """Frozen-model features, computed once per (model, data) and kept in memory and on disk."""
     import torch
     from safetensors.torch import load_file, save_file
-    from tqdm.auto import tqdm
+
+    from .widgets.progress import bar   # no tqdm widget in a notebook (ipywidgets imported only in a kernel)
 
     import hashlib
 
@@ -488,7 +489,7 @@ def _cached_features(task, units: list, df: pd.DataFrame, out_dir: Path, split: 
         chunks: dict[int, torch.Tensor] = {}
         task.model.eval()
         with torch.inference_mode(), task._autocast():
-            for k in tqdm(range(0, len(order), bs), desc=f"features ({split})", leave=False):
+            for k in bar(range(0, len(order), bs), desc=f"features ({split})", unit="batch"):
                 idx = order[k:k + bs]
                 f = task._features(task._to_device(task._collate([units[i] for i in idx]))).cpu()
                 # bf16 features (Whisper's bf16 encoder copy) stay bf16: lossless, half the memory and disk

@@ -168,7 +168,7 @@ class Explorer(WithStaticCopy):
             lines[-1] += " · " + " · ".join(extra)
         border = "#D55E00" if ("correct" in r and not r["correct"]) else "#ccc"
         return (f'<div style="border-left:4px solid {border};padding:.3em .6em;margin:.4em 0;text-align:left">'
-                + "<br>".join(lines) + "</div>")
+                + "".join(f"<div>{line}</div>" for line in lines) + "</div>")   # no blank line after a block
 
     # -- threshold and costs (classifiers)
     def _threshold_panel(self, w):

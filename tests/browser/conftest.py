@@ -165,12 +165,13 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
     page.goto(lab.url(notebook), wait_until="commit")
     page.wait_for_function(KERNEL_IDLE, polling=250)
     step("kernel idle: run all cells")
-    page.evaluate("() => jupyterapp.commands.execute('notebook:run-all-cells')")
+    # not awaited: the command's promise settles only when the last cell has run, and page.evaluate has no timeout
+    page.evaluate("() => { jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
 
 def save_and_reopen_without_kernel(page, lab: Lab, notebook: str) -> None:
     """Save, end the kernel (what a reopened notebook has: no widget models), and open the notebook afresh."""
-    page.evaluate("() => jupyterapp.commands.execute('docmanager:save')")
+    page.evaluate("() => { jupyterapp.commands.execute('docmanager:save'); }")
     page.wait_for_function("() => !jupyterapp.shell.currentWidget.context.model.dirty", polling=250)
     for session in lab.api("sessions"):
         lab.api(f"sessions/{session['id']}", method="DELETE")

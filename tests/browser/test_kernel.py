@@ -34,6 +34,8 @@ def test_fine_tune_in_a_kernel_leaves_a_static_summary_and_rounded_metrics(tmp_p
     assert len(training) == 1, outs[1]
     assert "Finished 9 steps" in training[0]["data"]["text/html"]
     assert "application/vnd.jupyter.widget-view+json" not in training[0]["data"]   # nothing left to fail on reopen
+    # nor a progress bar widget (features, batches): the saved notebook holds no widget view at all from training
+    assert not [o for o in outs[1] if "application/vnd.jupyter.widget-view+json" in o.get("data", {})], outs[1]
     assert not any("{'loss'" in str(o.get("text", "")) for o in outs[1])
     report_html = next(o["data"]["text/html"] for o in outs[2] if "text/html" in o.get("data", {}))
     assert "<span>$</span>8/month" in report_html
