@@ -109,8 +109,12 @@ class TuneResult:
     extra: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
+        import html
+
+        from .evaluation import Metrics   # prints its floats rounded; the values in best_params stay exact
         return (f"<b>Hyperparameter search</b>: best {self.metric} {self.best_value:.4f} with "
-                f"<code>{self.best_params}</code><br>" + self.trials.to_html(index=False, float_format="%.4g"))
+                f"<code>{html.escape(repr(Metrics(self.best_params)))}</code><br>"
+                + self.trials.to_html(index=False, float_format="%.4g"))
 
 
 def resolve_strategy(task, strategy: str) -> str:
