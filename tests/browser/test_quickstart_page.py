@@ -16,7 +16,7 @@ from .conftest import ARTIFACTS, ROOT, open_and_run_all, shot, step
 pytestmark = pytest.mark.browser
 
 NOTEBOOK = ROOT / "notebooks" / "00-quickstart.ipynb"
-RUN_TIMEOUT_S = 480     # the whole notebook: about a minute and a half on a quiet 2-core machine
+RUN_TIMEOUT_S = 600     # the whole notebook: ~2 min on a quiet 2-core machine, 7 at a load average of 12
 
 PROGRESS = """() => {
   const nb = jupyterapp.shell.currentWidget;
@@ -83,13 +83,13 @@ def test_quickstart_runs_in_jupyterlab_tells_a_true_story_and_reads_cleanly(lab,
     step(f"stderr outputs on the page: {stderr}")
     assert not [s for s in stderr if "transformers" in s.lower()], stderr
 
-    # the report: dollar amounts in the worst errors stay text (MathJax typesets nothing), text reads left-aligned
+    # the report: MathJax typesets nothing in any output (review texts hold "$" amounts; which ones reach the
+    # worst errors depends on the model: test_lab.py renders a report that surely holds them), text left-aligned
     report = page.locator(".jp-CodeCell", has_text="report = clf.evaluate(test)").locator(".appkit-report")
     report.wait_for()
     page.wait_for_timeout(1500)             # MathJax typesets asynchronously: give it the chance
-    assert report.locator("mjx-container, .MathJax, .MathJax_Preview").count() == 0
+    assert page.locator(".jp-OutputArea").locator("mjx-container, .MathJax, .MathJax_Preview").count() == 0
     report_text = report.inner_text()
-    assert "$8/month" in report_text, report_text[-3000:]
     assert "Right " in report_text and "95% CI" in report_text
     first_input = report.locator("h3", has_text="Worst errors").locator("xpath=following-sibling::div[1]//td").first
     assert first_input.evaluate("td => getComputedStyle(td).textAlign") in ("left", "start")
