@@ -268,7 +268,6 @@ class LiveTraining(_Tracker):
         super().on_evaluate(args, state, control, metrics=metrics, **kw)
         self._draw_chart()
         self.table.value = self._table_html()
-        self.status.value = html.escape(self.status_line())   # the counters agree with the chart just drawn
 
     def on_epoch_end(self, args, state, control, **kw):
         if not self.eval_points:
@@ -278,6 +277,7 @@ class LiveTraining(_Tracker):
         now = time.perf_counter()
         if now - self._last_chart >= self.chart_every_s:
             self._last_chart = now
+            self.status.value = html.escape(self.status_line())   # the counters agree with the chart drawn
             self.chart.value = self.png()
 
     def _table_html(self) -> str:
