@@ -64,6 +64,9 @@ def test_live_training_stop_report_explore_demo_and_reopen_in_a_real_browser(lab
     assert "$8/month, later about $100" in text, text[:2000]
     assert rep.locator("mjx-container, .MathJax, .MathJax_Preview").count() == 0
     assert "Right " in text and "95% CI" in text
+    first_input = rep.locator("h3", has_text="Worst errors").locator("xpath=following-sibling::div[1]//td").first
+    assert "$8/month" in first_input.inner_text()
+    assert first_input.evaluate("td => getComputedStyle(td).textAlign") in ("left", "start")   # text reads left
     shot(page, "3-report-dollars-as-text.png")
     # the error browser: page through
     page.locator(".widget-html", has_text="items 1-").first.wait_for()
