@@ -362,7 +362,8 @@ class TrialDisplay:
             best = [r for r in self.rows if r["trial"] == best_number]
             if best:
                 ax.scatter([best[0]["trial"]], [best[0][self.metric]], color=PALETTE[3], s=80, label="best so far")
-                ax.legend(loc="lower right")
+                # under the plot: inside it, the legend's own marker read as one more trial
+                fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False)
             ax.set_xlabel("trial")
             ax.set_ylabel(self.metric)
             ax.set_title(f"Search ({self.direction} {self.metric})")
