@@ -4,9 +4,9 @@ Importing appkit is cheap: torch and transformers load only when a model does.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
 __all__ = ["load", "list_tasks", "list_models", "compare", "AppkitError", "__version__"]
 
+from ._version import __version__
 from .errors import AppkitError
 from .registry import list_models, list_tasks
 

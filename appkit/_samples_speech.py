@@ -43,10 +43,11 @@ ENGINES = {
 
 # ---------------------------------------------------------------- shared helpers
 def normalize_text(text: str) -> str:
-    """Lower case, hyphens as spaces, no punctuation but apostrophes: how WER is scored here."""
-    text = re.sub(r"[-\u2010-\u2015/]", " ", text.lower())
-    text = re.sub(r"[^\w' ]+", " ", text)
-    return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
+    """Lower case, numbers as words, no punctuation but apostrophes: how WER is scored here (the one
+    normaliser, appkit.metrics.normalise_text, so a sample's reference reads as the metric compares it)."""
+    from appkit.metrics import normalise_text
+
+    return normalise_text(text)
 
 
 def _cache_root() -> Path:
@@ -76,12 +77,11 @@ def _to_16k(src: Path, dst: Path) -> Path:
     if not dst.exists():
         import numpy as np
         import soundfile as sf
-        import soxr
+
+        from appkit.media import resample   # the one resampler (soxr HQ)
 
         audio, sr = sf.read(src, dtype="float32", always_2d=True)
-        audio = audio.mean(axis=1)
-        if sr != SAMPLE_RATE:
-            audio = soxr.resample(audio, sr, SAMPLE_RATE, quality="HQ")
+        audio = resample(audio.mean(axis=1), sr, SAMPLE_RATE)
         dst.parent.mkdir(parents=True, exist_ok=True)
         _write_wav_atomic(dst, np.clip(audio, -1, 1), SAMPLE_RATE)
     return dst

@@ -141,7 +141,7 @@ def _column_map(pairs: list[str] | None) -> dict | None:
 def _media_suffixes(task) -> set[str] | None:
     """File endings a folder input is read for (images or audio); None for text tasks."""
     if task.input_column == "image":
-        from appkit.tasks.image_classification import IMAGE_SUFFIXES
+        from appkit.media import IMAGE_SUFFIXES
 
         return IMAGE_SUFFIXES
     if task.input_column == "audio":
@@ -254,7 +254,7 @@ def _predict_sharded(model, items: list, output: str, **options) -> list | None:
     import pandas as pd
     import torch.distributed as dist
 
-    from appkit.training import process_rank
+    from appkit.runtime import process_rank
 
     rank, world = process_rank()
     if not dist.is_initialized():
@@ -274,7 +274,7 @@ def _predict_sharded(model, items: list, output: str, **options) -> list | None:
 
 
 def cmd_predict(args) -> int:
-    from appkit.training import process_rank
+    from appkit.runtime import process_rank
 
     _check_output(args.output)
     if process_rank()[1] > 1 and not args.output:
@@ -317,7 +317,7 @@ def cmd_fine_tune(args) -> int:
         folder = model.save(args.out)
     except OSError as exc:
         raise _OutputError(f"Could not write the model to {args.out!r}: {exc}") from None
-    from appkit.training import process_rank
+    from appkit.runtime import process_rank
 
     if process_rank()[0] != 0:   # under torchrun every rank trained the same model; rank 0 saved and reports it
         return EXIT_OK
@@ -425,7 +425,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--model", help="start from this model (folder, catalogue name or hub id) instead of the default")
     f.add_argument("--labels", help="comma-separated class names, fixing their order")
     f.add_argument("--columns", nargs="+", metavar="YOURS=APPKITS", help="rename columns, e.g. body=text")
-    f.add_argument("--strategy", default="auto", help="auto (default), head or full")
+    f.add_argument("--strategy", default="auto", help="auto (default), head, top (images) or full")
     f.add_argument("--epochs", type=float)
     f.add_argument("--learning-rate", type=float)
     f.add_argument("--batch-size", type=int)

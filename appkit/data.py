@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import DataError, _msg, warn
+from .media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 
@@ -268,3 +270,98 @@ def fingerprint(df: pd.DataFrame) -> str:
     h = hashlib.sha256()
     h.update(pd.util.hash_pandas_object(df.astype(str), index=False).values.tobytes())
     return h.hexdigest()[:16]
+
+
+def content_key(x) -> str:
+    """A path or text as itself; an in-memory item (array, bytes, PIL image, (array, rate), dict) as a
+    hash of its content, since printing such objects elides it and two different ones could collide."""
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    h = hashlib.blake2b(digest_size=12)
+
+    def feed(v) -> None:
+        if isinstance(v, (bytes, bytearray)):
+            h.update(bytes(v))
+        elif isinstance(v, dict):
+            for k in sorted(v, key=str):
+                h.update(str(k).encode())
+                feed(v[k])
+        elif isinstance(v, (list, tuple)):
+            for e in v:
+                feed(e)
+        elif hasattr(v, "tobytes"):   # numpy arrays, PIL images
+            h.update(f"{getattr(v, 'dtype', getattr(v, 'mode', ''))}{getattr(v, 'shape', getattr(v, 'size', ''))}".encode())
+            h.update(v.tobytes())
+        else:
+            h.update(repr(v).encode())
+
+    feed(x)
+    return f"<content {h.hexdigest()}>"
+
+
+def data_fingerprint(task, df: pd.DataFrame) -> str:
+    """Content fingerprint of a data frame, with inputs identified by the task (in-memory images and audio
+    by a hash of their content, not by how they print)."""
+    keys = [task._dedup_key(x) for x in df[task.input_column]]
+    return fingerprint(df.drop(columns=[task.input_column]).assign(_input=keys))
+
+
+# ---------------------------------------------------------------------- folders of media
+_TRANSCRIPT_NAMES = ("text", "transcript", "transcription", "sentence", "normalized_text")
+_FILE_NAMES = ("audio", "file_name", "file", "path", "filename")
+
+
+def read_image_folder(path: Path, *, where: str) -> pd.DataFrame:
+    """Sub-folders are the labels; every image file below one is an example of that label."""
+    rows, other = [], []
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+        other.append(f.name)
+    for d in subdirs:
+        for f in sorted(d.rglob("*")):
+            if not f.is_file() or any(part.startswith(".") for part in f.relative_to(path).parts):
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                rows.append({"image": str(f), "label": d.name})
+            else:
+                other.append(str(f.relative_to(path)))
+    labels = sorted({r["label"] for r in rows})
+    if not rows:
+        raise DataError(_msg(
+            f"The {where} folder {str(path)!r} holds no images in sub-folders",
+            expected="one sub-folder per label with the images inside, e.g. photos/cat/1.jpg, photos/dog/2.jpg",
+            fix="put the images in sub-folders named after their labels"
+                + (f" (found only: {', '.join(other[:5])})" if other else "")))
+    if len(labels) < 2 and where.startswith("training"):
+        raise DataError(_msg(
+            f"The {where} folder {str(path)!r} has a single label {labels[0]!r}",
+            expected="at least two sub-folders (labels) with images, to learn to tell them apart",
+            fix="add a sub-folder of images for each other class"))
+    if other:
+        warn(f"Ignored {len(other)} file(s) in {str(path)!r} that are not images in a label "
+                      f"sub-folder: {', '.join(other[:10])}" + (" ..." if len(other) > 10 else ""))
+    return pd.DataFrame(rows)
+
+
+def read_transcript_folder(path: Path, *, where: str) -> pd.DataFrame:
+    """A folder of audio files with a transcripts table (CSV/TSV/JSONL naming each file) or .txt files beside them."""
+    tables = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"))
+    if tables:
+        df = read_table(tables[0], where=where)
+        fcol = next((c for c in _FILE_NAMES if c in df.columns), None)
+        tcol = next((c for c in _TRANSCRIPT_NAMES if c in df.columns), None)
+        if fcol is None or tcol is None:
+            raise DataError(_msg(f"The transcripts file {tables[0].name!r} in the {where} folder needs a file column and a transcript column",
+                                 where=f"its columns are {list(df.columns)}",
+                                 expected=f"one of {list(_FILE_NAMES)} and one of {list(_TRANSCRIPT_NAMES)}"))
+        df = df.rename(columns={fcol: "audio", tcol: "text"})
+        df["audio"] = [str(v) if Path(str(v)).is_absolute() else str(path / str(v)) for v in df["audio"]]
+        return df
+    rows = []
+    for f in sorted(path.rglob("*")):
+        if f.suffix.lower() in AUDIO_SUFFIXES and f.with_suffix(".txt").exists():
+            rows.append({"audio": str(f), "text": f.with_suffix(".txt").read_text(encoding="utf-8").strip()})
+    if not rows:
+        raise DataError(_msg(f"The {where} folder {str(path)!r} has no transcripts",
+                             expected="a metadata.csv/transcripts.jsonl naming each file with its text, or a .txt beside each audio file"))
+    return pd.DataFrame(rows)

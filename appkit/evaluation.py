@@ -54,6 +54,7 @@ class EvalReport:
     worst_columns: list = field(default_factory=list, repr=False)
     worst_html: str = field(default="", repr=False)          # the 10 worst, rendered when the report was made
     runs_in: str = ""                 # the numeric path predictions took (precision), e.g. "float32"
+    metric_info: dict = field(default_factory=dict, repr=False)   # metric -> Metric (plain words), from the task
 
     def worst(self, n: int = 10) -> pd.DataFrame:
         """The n examples the model got most wrong (most confident mistakes, or highest error rate)."""
@@ -124,7 +125,7 @@ def build_report(task, df: pd.DataFrame, results: list, *, slices: list[str]) ->
     report = EvalReport(task=task.task, model=str(name), metrics=metrics, table=table, slices=slice_tab,
                         skipped=skipped, labels=labels, kind=task.input_column,
                         noun=_NOUNS.get(task.input_column, "examples"), inputs=list(df[task.input_column]),
-                        runs_in=task.runs_in)
+                        runs_in=task.runs_in, metric_info=dict(task.metric_info))
     task._report_extras(report)
     worst_all = task._worst(table, len(table))
     report.order = [table.index.get_loc(i) for i in worst_all.index]
@@ -227,11 +228,11 @@ def _speech_draws(table: pd.DataFrame, idx: np.ndarray) -> dict:
     """Corpus WER/CER = all edits / all reference words (characters), so resample per-item counts."""
     import jiwer
 
-    from .metrics import _normalise_text
+    from .metrics import normalise_text
 
     counts = []
     for r, h in zip(table["reference"], table["prediction"]):
-        r, h = _normalise_text(str(r)), _normalise_text(str(h))
+        r, h = normalise_text(str(r)), normalise_text(str(h))
         if not r:   # metrics.wer_cer leaves out empty references; so do the intervals
             counts.append((0, 0, 0, 0))
             continue

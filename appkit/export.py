@@ -30,7 +30,7 @@ _CHECK_TEXTS = ["ok", "The tablets worked but the nausea in the first week was a
 
 def weights_key(model) -> str:
     """A hash of every weight, so an ONNX file exported from other weights is never used by mistake."""
-    from .tasks.base import hash_weights
+    from .runtime import hash_weights
 
     return hash_weights(model.state_dict())
 

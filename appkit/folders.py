@@ -129,3 +129,15 @@ def atomic_write_bytes(path: Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def package_folder(module: str) -> Path | None:
+    """The folder of an installed package, found by path without importing it (weight-only packages hold no
+    code appkit needs, and importing some changes global state, e.g. silero_vad sets torch to one thread).
+    None when it is not installed; each caller says in its own words how to install it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))

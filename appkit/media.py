@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MediaError, _cap, _msg
+from .errors import DataError, MediaError, _cap, _msg
 
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
@@ -270,12 +270,12 @@ def crop_extreme_aspect(image, processor, *, max_ratio: float = 8.0):
 # ------------------------------------------------------------------ long recordings
 def _vad_weights_path() -> Path | None:
     """The packaged silero-vad weights, found by path: importing silero_vad sets torch to 1 thread."""
-    import importlib.util
+    from .folders import package_folder
 
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_folder("silero_vad")
+    if folder is None:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad_16k.safetensors"
+    path = folder / "data" / "silero_vad_16k.safetensors"
     return path if path.is_file() else None
 
 
@@ -457,3 +457,192 @@ def fixed_windows(duration: float, *, max_s: float = 30.0, overlap_s: float = 5.
             break
         s += step
     return out
+
+
+# ---------------------------------------------------------------------- images
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+_THUMB = 96
+
+
+def image_content_key(x) -> str:
+    """An image's content hash (file bytes, encoded bytes or pixels), so one picture under two names is a duplicate."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    h = hashlib.blake2b(digest_size=12)
+    if isinstance(x, dict):
+        x = x.get("bytes") or x.get("path")
+    if isinstance(x, (str, os.PathLike)):
+        try:
+            h.update(Path(x).read_bytes())
+        except OSError:
+            h.update(str(x).encode())
+    elif isinstance(x, (bytes, bytearray)):
+        h.update(bytes(x))
+    elif isinstance(x, Image.Image):
+        h.update(f"{x.mode}{x.size}".encode())
+        h.update(x.tobytes())
+    elif isinstance(x, np.ndarray):
+        h.update(f"{x.dtype}{x.shape}".encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    else:
+        h.update(repr(x).encode())
+    return h.hexdigest()
+
+
+def _describe(item) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).name
+    return type(item).__name__
+
+
+def decode_image(item, *, where: str):
+    """Path, bytes, PIL image, array or datasets image dict -> an upright RGB PIL image, or a clear error.
+
+    Any mode becomes RGB: transparency (RGBA, LA, palette) is composited on white, 16-bit and
+    float images are scaled to 8 bits, CMYK and greyscale converted. EXIF orientation is applied.
+    """
+    import numpy as np
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(item, dict) and ("bytes" in item or "path" in item):   # datasets' Image feature
+        item = item.get("bytes") or item.get("path")
+    if isinstance(item, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(item) if item.getexif() else item)
+    if isinstance(item, np.ndarray):
+        return _to_rgb(_from_array(item, where))
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item).expanduser()
+        label = f"{_cap(where)} ({str(path)!r})"
+        if not path.is_file():
+            raise DataError(_msg(f"{label} does not exist" if not path.exists() else f"{label} is a folder, not an image file",
+                                 expected="the path of an image file (JPEG, PNG, ...)",
+                                 fix="check the path; relative paths start at the notebook's folder"))
+        source, size = path, path.stat().st_size
+    elif isinstance(item, (bytes, bytearray)):
+        label = f"{_cap(where)} ({len(item)} bytes)"
+        source, size = io.BytesIO(bytes(item)), len(item)
+    else:
+        raise DataError(_msg(f"{_cap(where)} is a {type(item).__name__} ({item!r:.60}), not an image",
+                             expected="a file path, bytes, a PIL image or a numpy array",
+                             fix="drop missing values first (df.dropna()) or pass the image's path"))
+    if size == 0:
+        raise MediaError(_msg(f"{label} is empty (0 bytes)", fix="re-export or re-download the image, or remove it"))
+    limit = Image.MAX_IMAGE_PIXELS * 2 if Image.MAX_IMAGE_PIXELS else None   # Pillow's own error threshold
+    try:
+        with warnings.catch_warnings():
+            # below Pillow's error threshold a large photo is fine (phone cameras reach 108 MP)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                pixels = im.width * im.height
+                if limit and pixels > limit:
+                    raise Image.DecompressionBombError(pixels)
+                im.load()
+                image = ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as exc:
+        n = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _pixels_of(exc)
+        raise MediaError(_msg(
+            f"{label} is too large to decode safely" + (f": {n:,} pixels" if n else ""),
+            expected=f"at most {limit:,} pixels (a guard against 'decompression bomb' files)" if limit else None,
+            fix="shrink the image first, or if you trust the file raise PIL.Image.MAX_IMAGE_PIXELS")) from None
+    except UnidentifiedImageError:
+        head = _read_head(source)
+        looks = " (it looks like a text file)" if head and _is_text(head) else ""
+        raise MediaError(_msg(f"{label} is not an image Pillow can read{looks}",
+                              expected="a JPEG, PNG, GIF, BMP, TIFF or WebP file",
+                              fix="check the file, or remove it from the data")) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(_msg(f"{label} is damaged or cut short ({str(exc).splitlines()[0][:120]})",
+                              fix="re-export or re-download the image, or remove it; errors='skip' predicts the others")) from None
+    return _to_rgb(image)
+
+
+def _pixels_of(exc) -> int | None:
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _read_head(source) -> bytes:
+    if isinstance(source, io.BytesIO):
+        return source.getvalue()[:512]
+    try:
+        with open(source, "rb") as f:
+            return f.read(512)
+    except OSError:
+        return b""
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 32 or c in b"\t\r\n" for c in head)
+
+
+def _from_array(a, where: str):
+    import numpy as np
+    from PIL import Image
+
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] > 4:
+        a = a.transpose(1, 2, 0)            # channels first (torch layout) -> last
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or min(a.shape[:2]) < 1:
+        raise DataError(_msg(f"{_cap(where)} is an array of shape {a.shape}, not an image",
+                             expected="(height, width), (height, width, 3) or (height, width, 4)"))
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise DataError(_msg(f"{_cap(where)} holds NaN or infinite values", fix="clean the array first"))
+        a = np.clip(a * 255 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = (a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8)   # 16-bit -> 8-bit
+    else:
+        raise DataError(_msg(f"{_cap(where)} is an array of {a.dtype}", expected="numbers (uint8 0-255 or float 0-1)"))
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _to_rgb(im):
+    import numpy as np
+    from PIL import Image
+
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):      # 16-bit / 32-bit greyscale: scale to 8 bits
+        a = np.asarray(im)
+        if im.mode == "F":
+            a = np.clip(a * 255 if a.max() <= 1.0 else a, 0, 255)
+        else:
+            a = a / 257.0 if a.max() > 255 else a
+        return Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8)).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info or im.mode in ("PA", "LA", "RGBa", "La"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":                    # transparent parts become white, not black
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im).convert("RGB")
+    return im.convert("RGB")                 # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def thumbnail_html(x, size: int = _THUMB) -> str:
+    """A small inline JPEG (base64) of an image, for the report; an unreadable one says so."""
+    import base64
+    import html
+
+    try:
+        image = decode_image(x, where="image").copy()
+    except (DataError, MediaError):
+        return f"<i>unreadable</i> {html.escape(_describe(x))}"
+    image.thumbnail((size, size))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=80)
+    title = html.escape(str(x) if isinstance(x, (str, os.PathLike)) else _describe(x), quote=True)
+    return (f'<img class="thumb" title="{title}" alt="{title}" '
+            f'src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"/>')

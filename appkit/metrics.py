@@ -73,7 +73,8 @@ def _ordinal_words(n: int) -> str:
     return " ".join([*head, last])
 
 
-def _normalise_text(s: str) -> str:
+def normalise_text(s: str) -> str:
+    """Lower case, numbers and ordinals as words, no punctuation but apostrophes: what WER/CER compare."""
     import re
 
     s = s.lower().replace("’", "'")
@@ -88,8 +89,8 @@ def wer_cer(refs: list[str], hyps: list[str], *, normalise: bool = True) -> dict
     import jiwer
 
     if normalise:
-        refs = [_normalise_text(r) for r in refs]
-        hyps = [_normalise_text(h) for h in hyps]
+        refs = [normalise_text(r) for r in refs]
+        hyps = [normalise_text(h) for h in hyps]
     # jiwer refuses empty references; an empty reference scores by insertions only
     pairs = [(r, h) for r, h in zip(refs, hyps) if r]
     if not pairs:
@@ -102,3 +103,19 @@ def bleu_chrf(refs: list[str], hyps: list[str]) -> dict:
     import sacrebleu
 
     return {"bleu": float(sacrebleu.corpus_bleu(hyps, [refs]).score), "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score)}
+
+
+def expected_calibration_error(conf, correct, bins: int = 10) -> float:
+    """Expected calibration error: confidence vs accuracy, averaged over confidence bins."""
+    import numpy as np
+
+    if len(conf) == 0:
+        return float("nan")
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(total)

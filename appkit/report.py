@@ -42,21 +42,6 @@ _CSS = """
 """
 _PAGE_CSS = "body{margin:1em auto;padding:0 1em;max-width:60em}"
 
-_PLAIN = {
-    "accuracy": "share of examples labelled correctly",
-    "macro_f1": "balance of precision and recall, averaged over classes so small classes count as much as big ones",
-    "weighted_f1": "F1 averaged over classes, weighted by their size",
-    "roc_auc": "how well the scores rank the right class first (0.5 = chance, 1 = perfect)",
-    "calibration_error": "gap between the model's confidence and how often it is right (0 = honest)",
-    "wer": "word error rate: share of words wrong, missing or extra (lower is better)",
-    "cer": "character error rate: like WER on letters, so a near miss ('color' for 'colour') costs little (lower is better)",
-    "sentence_error_rate": "share of recordings with at least one word wrong (lower is better)",
-    "bleu": "how many of the reference translation's word sequences the model wrote (0-100; above ~30 is usually understandable)",
-    "chrf": "the same on characters, fairer to word endings and compound words (0-100)",
-}
-_PERCENT = {"accuracy", "wer", "cer", "sentence_error_rate"}
-
-
 # ---------------------------------------------------------------------- escaping
 _TAG = re.compile(r"(<[^>]*>)")
 
@@ -322,10 +307,11 @@ def _kpis(report) -> str:
         if not isinstance(v, float):
             continue
         ci = report.intervals.get(k)
-        pct = k in _PERCENT
+        info = report.metric_info.get(k)
+        pct = bool(info and info.percent)
         shown = f"{v:.1%}" if pct else f"{v:.3f}" if abs(v) <= 1 else f"{v:.1f}"
         ci_txt = f"<small>{_ci_text(*ci, pct)}</small>" if ci else "<small>&nbsp;</small>"
-        out.append(f'<span class="kpi" title="{html.escape(_PLAIN.get(k, k), quote=True)}"><b>{shown}</b>'
+        out.append(f'<span class="kpi" title="{html.escape(info.text if info else k, quote=True)}"><b>{shown}</b>'
                    f"{ci_txt}{esc(k)}</span>")
     return f"<div>{''.join(out)}</div>"
 
@@ -339,7 +325,8 @@ def render_report(report, *, standalone: bool, examples: bool = True, title: str
              + ". Intervals: 95% bootstrap over the examples; a narrow one means the number would hold on "
                "similar data.</p>",
              _kpis(report)]
-    parts.append("<ul>" + "".join(f"<li><b>{k}</b>: {esc(_PLAIN[k])}</li>" for k in report.metrics if k in _PLAIN) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li><b>{k}</b>: {esc(report.metric_info[k].text)}</li>" for k in report.metrics
+                                  if k in report.metric_info) + "</ul>")
     if report.baseline:
         parts.append("<p>Baseline for comparison: " + ", ".join(f"{esc(k)} {v:.3f}" for k, v in report.baseline.items()) + "</p>")
     figs = report_figures(report)
@@ -370,10 +357,10 @@ def word_diff_html(reference: str, hypothesis: str, *, normalise: bool = True) -
 
     normalise=True compares words as WER does (lower case, no punctuation, numbers as English words);
     False compares them as written (translation: case and punctuation are part of the result)."""
-    from .metrics import _normalise_text
+    from .metrics import normalise_text
 
     if normalise:
-        reference, hypothesis = _normalise_text(reference), _normalise_text(hypothesis)
+        reference, hypothesis = normalise_text(reference), normalise_text(hypothesis)
     ref, hyp = reference.split(), hypothesis.split()
     out = []
     for op, a, b, c, d in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
@@ -464,7 +451,7 @@ def describe_inputs(kind: str, items) -> dict:
 
 def data_card(task, train_df, eval_df=None) -> dict:
     """What the model was trained on, described without a single example: a fingerprint, counts, summaries."""
-    from .training import data_fingerprint
+    from .data import data_fingerprint
 
     card = {"fingerprint": data_fingerprint(task, train_df), "rows": {"train": len(train_df)}}
     if eval_df is not None:

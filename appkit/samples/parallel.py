@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._sources import missing, package_dir
+from ..errors import unknown_name
+from ._sources import REPO_DATA, missing, package_dir
 
 ISO_CODES_LOCALE = Path("/usr/share/locale")
 
@@ -42,3 +43,17 @@ def currency_names(lang: str = "de") -> pd.DataFrame:
     if not mo.exists():
         raise missing("the Debian package iso-codes", where=str(mo), fix="run `sudo apt-get install -y iso-codes`")
     return pd.DataFrame(_pairs(mo), columns=["source", "target"])
+
+
+def heldout_translations(kind: str = "help") -> pd.DataFrame:
+    """English -> German text that appkit-mt-en-de never trained on (data/mt-en-de-heldout, made by
+    scripts/mt_heldout.py): ``kind="help"``: 200 sentences of held-out LibreOffice help pages (MPL-2.0);
+    ``"apps"``: 400 interface strings of four programs left out of training (GPL-2+).
+
+    Columns: ``source`` (English), ``target`` (German, by the projects' translators), ``app`` (the program or
+    help page), ``seen_in_training`` (1 where the same English occurs in another, trained-on program).
+    """
+    if kind not in ("help", "apps"):
+        raise unknown_name("held-out translation set", kind, ["help", "apps"])
+    df = pd.read_csv(REPO_DATA / "mt-en-de-heldout" / "heldout.tsv", sep="\t", keep_default_na=False)
+    return df[df.set == kind].drop(columns="set").reset_index(drop=True)

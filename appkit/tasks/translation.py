@@ -23,13 +23,14 @@ source unchanged, with the worst sentences' differences highlighted.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import ClassVar
 
 import pandas as pd
 
 from ..errors import DataError, ModelError, _cap, _msg
-from ..registry import register_task
-from .base import Pieces, TextTargetTask, pad_labels
+from ..registry import ModelEntry, register_task
+from .base import Metric, Pieces, TextTargetTask, TrainingDefaults, pad_labels
 
 _MAX_SOURCE_TOKENS = 512
 _SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])\s+")
@@ -47,15 +48,47 @@ def _freeze_fixed_positions(model) -> None:
 
 @register_task("translation")
 class Translation(TextTargetTask):
+    # appkit's own English->German model ships inside the package (trained from scratch by scripts/train_mt.py
+    # on Debian's human translations); hub models, and your own folders
+    catalogue: ClassVar[tuple[ModelEntry, ...]] = (
+        ModelEntry(
+            "appkit-mt-en-de", "translation", "package:appkit (appkit/models/appkit-mt-en-de)", "GPL-3.0-or-later (weights trained on GPL/LGPL/MPL translations)",
+            "7.8M params", "English to German for software text (menus, messages, help pages), trained by appkit on "
+            "Debian's translations; offline. Short, technical text: not news or chat", package="appkit.models",
+            install="it ships with appkit; rebuild with scripts/mt_corpus.py + scripts/train_mt.py",
+        ),
+        ModelEntry(
+            "opus-mt-en-de", "translation", "hub:Helsinki-NLP/opus-mt-en-de", "CC-BY-4.0", "74M params",
+            "Marian English to German from OPUS; one of ~1,000 opus-mt-<src>-<tgt> pairs (needs internet once)",
+            hub_id="Helsinki-NLP/opus-mt-en-de",
+        ),
+        ModelEntry(
+            "opus-mt-de-en", "translation", "hub:Helsinki-NLP/opus-mt-de-en", "CC-BY-4.0", "74M params",
+            "Marian German to English from OPUS (needs internet once)", hub_id="Helsinki-NLP/opus-mt-de-en",
+        ),
+        ModelEntry(
+            "t5-small", "translation", "hub:google-t5/t5-small", "Apache-2.0", "60M params",
+            "T5 small: English to German, French or Romanian with prefix='translate English to German: ' "
+            "(needs internet once)", hub_id="google-t5/t5-small",
+        ),
+    )
+    default_model: ClassVar[str | None] = "appkit-mt-en-de"
     input_column = "source"
     target_column = "target"
     default_batch_size = 16
     strategies: ClassVar[tuple[str, ...]] = ("full",)
     load_options: ClassVar[tuple[str, ...]] = ("prefix",)
-    predict_options: ClassVar[tuple[str, ...]] = ("num_beams", "max_new_tokens")
-    default_learning_rate: ClassVar[dict] = {"full": 5e-5}
-    default_train_batch_size: ClassVar[dict] = {"full": 16}
-    default_epochs: ClassVar[dict] = {"full": 3}
+    predict_options: ClassVar[Mapping[str, tuple[str, ...]]] = {"num_beams": ("forward",),
+                                                                "max_new_tokens": ("batches", "forward")}
+    training: ClassVar[TrainingDefaults] = TrainingDefaults(
+        epochs={"full": 3}, learning_rate={"full": 5e-5}, batch_size={"full": 16}, best_metric="eval_loss")
+    result_keys: ClassVar[tuple[str, ...]] = ("translation",)
+    frame_keys: ClassVar[tuple[str, ...]] = ("translation",)
+    metric_info: ClassVar[Mapping[str, Metric]] = {
+        "bleu": Metric("how many of the reference translation's word sequences the model wrote (0-100; above ~30 "
+                       "is usually understandable)"),
+        "chrf": Metric("the same on characters, fairer to word endings and compound words (0-100)"),
+    }
 
     def __init__(self, model, tokenizer, *, prefix: str = "", **kw):
         super().__init__(model, tokenizer, **kw)
@@ -118,7 +151,7 @@ class Translation(TextTargetTask):
         positions = getattr(self.model.config, "max_position_embeddings", None) or _MAX_SOURCE_TOKENS
         return min(_MAX_SOURCE_TOKENS, positions)
 
-    def _preprocess(self, item, *, where: str, **_):
+    def _preprocess(self, item, *, where: str):
         from ..data import check_text_item
 
         text = check_text_item(item, where=where)
@@ -150,7 +183,7 @@ class Translation(TextTargetTask):
                 cur.append(part)
         return pieces + ([" ".join(cur)] if cur else [])
 
-    def _merge(self, results: list, pieces, **_):
+    def _merge(self, results: list, pieces):
         return {"translation": " ".join(r["translation"] for r in results if r["translation"])}
 
     def _length(self, unit) -> int:
@@ -163,7 +196,7 @@ class Translation(TextTargetTask):
             return min(self.max_tokens, max_new_tokens)
         return min(self.max_tokens, -(-(int(_GROWTH * n_tokens) + 10) // 16) * 16)
 
-    def _batches(self, units: list, batch_size: int, *, max_new_tokens: int | None = None, **options) -> list[list]:
+    def _batches(self, units: list, batch_size: int, *, max_new_tokens: int | None = None) -> list[list]:
         """Batches of one budget each: beam search keeps a beam until the budget runs out, so a text batched
         with longer ones would otherwise decode differently than alone."""
         if not units:
@@ -191,8 +224,8 @@ class Translation(TextTargetTask):
             raise DataError(_msg(f"max_new_tokens={options['max_new_tokens']} is more than this model writes "
                                  f"({self.max_tokens} tokens)", fix=f"use at most max_new_tokens={self.max_tokens}"))
 
-    def _forward(self, batch, *, num_beams: int | None = None, max_new_tokens: int | None = None, **_):
-        from .base import quiet_transformers
+    def _forward(self, batch, *, num_beams: int | None = None, max_new_tokens: int | None = None):
+        from ..runtime import quiet_transformers
 
         batch = dict(batch)
         budgets = [self._budget(n, max_new_tokens) for n in batch["attention_mask"].sum(1).tolist()]
@@ -209,12 +242,9 @@ class Translation(TextTargetTask):
         forced = getattr(self.model.generation_config, "forced_eos_token_id", None) is not None
         return [seq[:b if forced else b + 1] for seq, b in zip(ids, budgets)]
 
-    def _postprocess(self, ids, units, **_):
+    def _postprocess(self, ids, units):
         texts = self.processor.batch_decode(ids, skip_special_tokens=True)
         return [{"translation": t.strip()} for t in texts]
-
-    def _frame_keys(self) -> list[str]:
-        return ["translation"]
 
     # ------------------------------------------------------------------ training
     def _check_training_inputs(self, df: pd.DataFrame, *, where: str) -> None:

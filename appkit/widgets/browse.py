@@ -20,7 +20,7 @@ _SORTS = {"worst first": "worst", "most confident first": "conf_desc", "least co
 def content_html(kind: str, item, *, text_limit: int = 600) -> str:
     """One input as a reader sees it: text, a thumbnail, or an audio player."""
     if kind == "image":
-        from ..tasks.image_classification import thumbnail_html
+        from ..media import thumbnail_html
 
         return thumbnail_html(item)
     if kind == "audio":

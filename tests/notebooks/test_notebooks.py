@@ -19,8 +19,9 @@ EXPECT = {
     "01-finance.ipynb": ["Acting when P(spam)", "no model at all", "WER over", "In plain words", "Saved to"],
     "02-medical.ipynb": ["are referred", "SYNTHETIC", "After fine-tuning", "In plain words", "Saved to"],
     "03-security.ipynb": ["alerts a day", "Acting when P(attack)", "In plain words", "Saved to"],
-    "04-education.ipynb": ["small CNN from scratch", "Captions with timestamps", "are referred", "Saved to"],
-    "05-ecommerce.ipynb": ["are referred", "SYNTHETIC", "In plain words", "Saved to"],
+    "04-education.ipynb": ["small CNN from scratch", "Captions with timestamps", "are referred", "HEADLINE help pages chrF",
+                           "Saved to"],
+    "05-ecommerce.ipynb": ["are referred", "SYNTHETIC", "In plain words", "HEADLINE shop strings chrF", "Saved to"],
 }
 # "HEADLINE <name>: model=<x> baseline=<y>" lines printed by the notebooks: the fine-tuned model must win
 HEADLINE = re.compile(r"HEADLINE (?P<name>[^:]+): model=(?P<model>[\d.]+) baseline=(?P<base>[\d.]+)")

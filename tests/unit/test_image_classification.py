@@ -12,7 +12,8 @@ from PIL import Image
 import appkit
 from appkit.errors import AppkitError, DataError, MediaError, NotTrainedError
 from appkit.samples import bad_images
-from appkit.tasks.image_classification import _augment, decode_image
+from appkit.media import decode_image
+from appkit.tasks.image_classification import _augment
 
 from ..conftest import make_colour_images, make_tiny_lite_folder
 
@@ -205,7 +206,7 @@ def test_same_picture_in_train_and_eval_is_flagged(clf, images, tmp_path):
 
 
 def test_in_memory_images_are_fingerprinted_by_content(clf):
-    from appkit.training import data_fingerprint
+    from appkit.data import data_fingerprint
 
     a = np.zeros((40, 40, 3), np.uint8)
     b = a.copy()
@@ -274,3 +275,42 @@ def test_catalogue_lists_the_packaged_model_as_default():
     assert rows.loc["efficientnet-lite0", "default"] and "vit-base" in rows.index
     with pytest.raises(AppkitError, match="Did you mean 'efficientnet-lite0'"):
         appkit.load("image-classification", "efficientnet-lite")
+
+
+def test_top_strategy_trains_the_last_block_on_cached_features_and_round_trips(clf, images, tmp_path):
+    """strategy="top": the input of the last block is computed once, then the last block, the 1x1 head
+    convolution and the classifier train; everything below stays as it was, and the folder reloads."""
+    import torch
+
+    assert clf.strategies == ("head", "top", "full")
+    enc = clf.model.efficientnet
+    below = {k: v.clone() for k, v in enc.state_dict().items() if not k.startswith((f"blocks.{len(enc.blocks) - 1}.", "head_"))}
+    last = enc.blocks[-1].project_conv.weight.detach().clone()
+    run = clf.fine_tune(images, strategy="top", epochs=30, learning_rate=3e-2, output_dir=tmp_path / "r", progress=False)
+    assert run.strategy == "top" and run.history["train_loss"].notna().any()
+    assert list((tmp_path / "r").glob("features-train-*.safetensors"))       # cached on disk as well
+    after = enc.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in below.items())          # below the last block: untouched
+    assert not torch.equal(last, enc.blocks[-1].project_conv.weight)          # the last block trained
+    held_out = make_colour_images(tmp_path / "more", n=16, size=40)
+    assert clf.evaluate(held_out).metrics["accuracy"] >= 0.9                  # 0.5 is chance: the colours alternate
+    again = appkit.load("image-classification", clf.save(tmp_path / "saved"))
+    assert [r["label"] for r in again.predict(list(held_out.image))] == [r["label"] for r in clf.predict(list(held_out.image))]
+
+
+def test_top_features_are_what_the_last_block_receives(clf, images):
+    import torch
+
+    from appkit.tasks.image_classification import _LiteTop
+
+    batch = clf._collate([clf._preprocess(x, where="x") for x in images.image[:4]])
+    with torch.no_grad():
+        logits = _LiteTop(clf.model).eval()(clf._top_features(batch))
+        assert torch.allclose(logits, clf.model.eval()(**batch).logits, atol=1e-5)
+
+
+def test_a_transformers_vit_offers_no_top_strategy(tmp_path, images):
+    vit = appkit.load("image-classification", make_tiny_vit_folder(tmp_path / "vit"))
+    assert vit.strategies == ("head", "full")
+    with pytest.raises(AppkitError, match=re.escape("Unknown strategy 'top'. Available: ['auto', 'full', 'head']")):
+        vit.fine_tune(images, strategy="top", progress=False)

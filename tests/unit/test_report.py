@@ -62,7 +62,7 @@ def evaluated(tmp_path):
 def test_vectorised_bootstrap_statistics_equal_the_reported_metrics():
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-    from appkit.tasks.base import _ece
+    from appkit.metrics import expected_calibration_error as _ece
 
     rng = np.random.default_rng(1)
     y_true, y_pred = rng.integers(0, 3, 200), rng.integers(0, 3, 200)

@@ -169,7 +169,7 @@ def test_transformers_never_prompts_to_run_model_code_while_appkit_loads():
     """In a notebook transformers would ask "run the custom code? [y/N]"; appkit's loading turns the prompt off."""
     from transformers import dynamic_module_utils
 
-    from appkit.tasks.base import quiet_transformers
+    from appkit.runtime import quiet_transformers
 
     with quiet_transformers():
         assert dynamic_module_utils.TIME_OUT_REMOTE_CODE == 0

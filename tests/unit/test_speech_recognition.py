@@ -400,7 +400,9 @@ def test_head_fine_tune_trains_only_the_decoder_and_lowers_loss(asr, clips, tmp_
     assert losses.iloc[-1] < losses.iloc[0]
     assert list((tmp_path / "run").glob("checkpoint-*"))
     # the encoder ran as the bf16 copy where the CPU has bf16: its outputs are cached as they came, at half the size
-    cached = next(iter(asr._feature_cache.values()))
+    from appkit.training import feature_cache
+
+    cached = next(iter(feature_cache(asr).values()))
     assert cached.dtype == (torch.bfloat16 if asr._use_bf16() else torch.float32)
 
 

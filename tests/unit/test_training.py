@@ -83,3 +83,37 @@ def test_checkpoints_can_be_switched_off_to_save_disk(clf, tmp_path):
     assert not list((tmp_path / "off").glob("checkpoint-*"))
     clf.fine_tune(text_train_frame(24), strategy="full", epochs=2, output_dir=tmp_path / "on", progress=False)
     assert len(list((tmp_path / "on").glob("checkpoint-*"))) == 2
+
+
+def test_auto_strategy_says_what_it_picked_and_why(clf, tmp_path):
+    from appkit.training import AUTO_FULL_MIN_ROWS, _choose_strategy
+
+    run = clf.fine_tune(text_train_frame(24), epochs=1, progress=False, output_dir=tmp_path / "r")
+    assert run.strategy == "head" and run.notes[0].startswith("strategy 'head' (auto: no GPU")
+    clf.device = "cuda"          # what the rule sees on a GPU (nothing runs here)
+    few, why = _choose_strategy(clf, "auto", rows=AUTO_FULL_MIN_ROWS - 1)
+    assert few == "head" and f"{AUTO_FULL_MIN_ROWS - 1} training rows, fewer than {AUTO_FULL_MIN_ROWS}" in why
+    assert _choose_strategy(clf, "auto", rows=AUTO_FULL_MIN_ROWS)[0] == "full"
+    assert _choose_strategy(clf, "full", rows=10) == ("full", "strategy 'full', as asked")
+
+
+def test_tune_computes_the_features_once_for_all_trials(tmp_path, monkeypatch):
+    clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "b"), labels=["negative", "positive"])
+    calls = []
+    real = type(clf)._features
+    monkeypatch.setattr(type(clf), "_features", lambda self, batch: calls.append(len(batch["input_ids"])) or real(self, batch))
+    clf.tune(text_train_frame(40), n_trials=4, strategy="head", space={"epochs": ("int", 1, 3)})
+    assert sum(calls) == 40          # 32 training + 8 validation rows, each encoded once for the 4 trials
+
+
+def test_automatic_validation_split_needs_ten_rows_per_class_held_out(clf):
+    import pandas as pd
+
+    from appkit.training import _auto_validation_split
+
+    def frame(per_class):
+        return pd.DataFrame({"text": [f"t{i}" for i in range(8 * per_class)], "label": [f"c{i % 8}" for i in range(8 * per_class)]})
+
+    assert _auto_validation_split(clf, frame(30), "head") == 0.0     # clip art: 6 per class would be held out
+    assert _auto_validation_split(clf, frame(50), "head") == 0.2     # 10 per class
+    assert _auto_validation_split(clf, frame(50), "full") == 0.0     # full fine-tuning: only when asked

