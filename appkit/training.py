@@ -107,8 +107,12 @@ class TuneResult:
     extra: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
+        import html
+
+        from .evaluation import Metrics   # prints its floats rounded; the values in best_params stay exact
         return (f"<b>Hyperparameter search</b>: best {self.metric} {self.best_value:.4f} with "
-                f"<code>{self.best_params}</code><br>" + self.trials.to_html(index=False, float_format="%.4g"))
+                f"<code>{html.escape(repr(Metrics(self.best_params)))}</code><br>"
+                + self.trials.to_html(index=False, float_format="%.4g"))
 
 
 def resolve_strategy(task, strategy: str, rows: int | None = None) -> str:
@@ -488,7 +492,8 @@ def _cached_features(task, features, units: list, df: pd.DataFrame, out_dir: Pat
     """Frozen-model features, computed once per (model, strategy, data) and kept in memory and on disk."""
     import torch
     from safetensors.torch import load_file, save_file
-    from tqdm.auto import tqdm
+
+    from .widgets.progress import bar   # no tqdm widget in a notebook (ipywidgets imported only in a kernel)
 
     import hashlib
 
@@ -506,7 +511,7 @@ def _cached_features(task, features, units: list, df: pd.DataFrame, out_dir: Pat
         chunks: dict[int, torch.Tensor] = {}
         task.model.eval()
         with torch.inference_mode(), task._autocast():
-            for k in tqdm(range(0, len(order), bs), desc=f"features ({split})", leave=False):
+            for k in bar(range(0, len(order), bs), desc=f"features ({split})", unit="batch"):
                 idx = order[k:k + bs]
                 f = features(task._to_device(task._collate([units[i] for i in idx]))).cpu()
                 # bf16 features (Whisper's bf16 encoder copy) stay bf16: lossless, half the memory and disk

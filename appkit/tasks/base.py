@@ -419,7 +419,8 @@ class Task(Predicts, Trains, Evaluates):
     def _run(self, items: list, *, batch_size, errors, where: str, progress: bool | None = None, **options) -> list:
         """Preprocess every item first (bad input fails before model work), then batch by length."""
         import torch
-        from tqdm.auto import tqdm
+
+        from ..widgets.progress import bar   # no tqdm widget in a notebook (ipywidgets imported only in a kernel)
 
         steps = self._route_options(options)
         units, bad, split = [], [], {}
@@ -445,7 +446,7 @@ class Task(Predicts, Trains, Evaluates):
         show = progress if progress is not None else len(batches) > 3
         self.model.eval()
         with torch.inference_mode(), self._autocast():
-            for batch in tqdm(batches, desc=f"{self.task}", unit="batch", disable=not show, leave=False):
+            for batch in bar(batches, desc=f"{self.task}", unit="batch", disable=not show):
                 prepared = [u for _, u in batch]
                 raw = self._forward(self._to_device(self._collate(prepared)), **steps["forward"])
                 for (i, _), res in zip(batch, self._postprocess(raw, prepared, **steps["postprocess"])):

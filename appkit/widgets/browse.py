@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..report import notebook_safe
+from ._static import WithStaticCopy
 
 ALL = "(all)"
 _SORTS = {"worst first": "worst", "most confident first": "conf_desc", "least confident first": "conf_asc",
@@ -58,13 +59,14 @@ def cheapest_threshold(y_true_pos: np.ndarray, p_pos: np.ndarray, *, cost_fp: fl
     return float(grid[int(np.argmin(costs))])
 
 
-class Explorer:
+class Explorer(WithStaticCopy):
     """The error browser; its controls are attributes so tests and users can drive it from code."""
 
     def __init__(self, report, *, page_size: int = 5):
         import ipywidgets as w
 
         self.report, self.page_size, self.page = report, page_size, 0
+        self.title = f"Error browser: {report.task} · {len(report.table)} examples"
         t = report.table
         self.is_classifier = report.labels is not None and "score" in t
         labels = [ALL, *report.labels] if self.is_classifier else [ALL]
@@ -87,7 +89,7 @@ class Explorer:
                 else w.HBox([self.slice]), w.HBox([self.prev, self.next, self.position]), self.items]
         if self.is_classifier:
             rows.append(self._threshold_panel(w))
-        self.widget = w.VBox([w.HTML(f"<b>Error browser</b>: {html.escape(report.task)} · {len(t)} examples"), *rows])
+        self.widget = w.VBox([w.HTML(f"<b>{html.escape(self.title)}</b>"), *rows])
         self._refilter()
 
     def _has_errors(self) -> bool:
@@ -140,6 +142,12 @@ class Explorer:
         self.position.value = f"items {start + 1 if n else 0}-{min(start + self.page_size, n)} of {n}"
         self.items.value = notebook_safe('<div class="tex2jax_ignore mathjax_ignore">'
                                          + "".join(self._card(r) for _, r in shown.iterrows()) + "</div>")
+        self._refresh_copy()
+
+    def static_body(self) -> str:
+        stats = f"<p>{self.stats.value}</p>" if self.is_classifier else ""
+        return (f"<p>{html.escape(self.which.value)}, {html.escape(self.sort.value)}: "
+                f"{html.escape(self.position.value)}</p>{self.items.value}{stats}")
 
     def _card(self, r) -> str:
         rep = self.report
@@ -160,7 +168,7 @@ class Explorer:
             lines[-1] += " · " + " · ".join(extra)
         border = "#D55E00" if ("correct" in r and not r["correct"]) else "#ccc"
         return (f'<div style="border-left:4px solid {border};padding:.3em .6em;margin:.4em 0;text-align:left">'
-                + "<br>".join(lines) + "</div>")
+                + "".join(f"<div>{line}</div>" for line in lines) + "</div>")   # no blank line after a block
 
     # -- threshold and costs (classifiers)
     def _threshold_panel(self, w):
@@ -193,9 +201,7 @@ class Explorer:
         self.stats.value = (f"precision <b>{f(s['precision'])}</b> · recall <b>{f(s['recall'])}</b> · "
                             f"{s['false_positives']} false positives · {s['false_negatives']} false negatives · "
                             f"cost <b>{s['cost']:g}</b> (cheapest threshold for these costs: {s['cheapest_threshold']:.2f})")
-
-    def _repr_mimebundle_(self, **kw):
-        return self.widget._repr_mimebundle_(**kw)
+        self._refresh_copy()
 
 
 def explore(report, *, page_size: int = 5) -> Explorer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 
 from ..errors import AppkitError
+from ._static import WithStaticCopy
 
 _ERROR_STYLE = "background:#fdecea;border-left:4px solid #D55E00;padding:.4em .7em;white-space:pre-wrap"
 
@@ -40,13 +41,15 @@ def error_html(exc: Exception) -> str:
                          f"<b>{html.escape(type(exc).__name__)}</b>: {html.escape(str(exc))}</div>")
 
 
-class Demo:
+class Demo(WithStaticCopy):
     """The widget (``.widget``) and its parts, so tests and users can drive it from code."""
 
     def __init__(self, task):
         import ipywidgets as w
 
         self.task = task
+        self.title = f"Try it: {task.task} · {task.meta.get('catalogue') or task.meta.get('source') or ''}".rstrip(" ·")
+        self.last_input = ""
         self.kind = task.input_column
         self.result = w.HTML("")
         self.preview = w.Output()
@@ -64,8 +67,7 @@ class Demo:
             self.media = w.Image(layout=w.Layout(max_width="320px")) if self.kind == "image" else w.Audio(autoplay=False, controls=True)
             self.media.layout.display = "none"
             controls = [self.upload, self.media]
-        title = w.HTML(f"<b>Try it</b>: {html.escape(task.task)} · {html.escape(str(task.meta.get('catalogue') or task.meta.get('source') or ''))}")
-        self.widget = w.VBox([title, *controls, self.result])
+        self.widget = w.VBox([w.HTML(f"<b>{html.escape(self.title)}</b>"), *controls, self.result])
 
     def _input(self):
         if self.text is not None:
@@ -91,9 +93,14 @@ class Demo:
             self.result.value = result_html(self.task, self.task.predict(x))
         except AppkitError as exc:      # the user's mistake: say what and how to fix, no traceback
             self.result.value = error_html(exc)
+        self.last_input = (html.escape(x) if isinstance(x, str) else
+                           html.escape(self.upload.value[0].get("name") or "an uploaded file"))
+        self._refresh_copy()
 
-    def _repr_mimebundle_(self, **kw):
-        return self.widget._repr_mimebundle_(**kw)
+    def static_body(self) -> str:
+        if not self.last_input:
+            return "<p>Nothing tried yet.</p>"
+        return f"<p>Last tried: “{self.last_input}”</p>{self.result.value}"
 
 
 def demo(task) -> Demo:

@@ -29,6 +29,45 @@ def progress_callback(*, metric: str):
     return LiveTraining(metric=metric) if in_notebook() else TerminalProgress(metric=metric)
 
 
+def bar(iterable, *, desc: str, unit: str = "it", disable: bool = False):
+    """Progress over appkit's own loops (feature extraction, prediction batches). In a terminal a tqdm bar that
+    disappears when done; in a notebook a plain HTML bar updated in place and emptied when done. Not tqdm's widget
+    bar: a notebook saved with one reads "Error displaying widget" where it was, once reopened."""
+    if disable:
+        return iterable
+    if not in_notebook():
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, unit=unit, leave=False)
+    return _html_bar(iterable, desc=desc, unit=unit)
+
+
+def _html_bar(iterable, *, desc: str, unit: str, every_s: float = 0.5):
+    from IPython.display import HTML, display
+
+    total = len(iterable) if hasattr(iterable, "__len__") else None
+    started = last = time.perf_counter()
+
+    def render(done: int) -> HTML:
+        elapsed = time.perf_counter() - started
+        left = f", about {_clock(elapsed / done * (total - done))} left" if total and done else ""
+        meter = f'<progress value="{done}" max="{total}" style="width:16em"></progress> ' if total else ""
+        return HTML(f"<div>{meter}{html.escape(desc)}: {done}{'/' + str(total) if total else ''} {html.escape(unit)} "
+                    f"({_clock(elapsed)}{left})</div>")
+
+    handle = display(render(0), display_id=True)
+    done = 0
+    try:
+        for item in iterable:
+            yield item
+            done += 1
+            if time.perf_counter() - last >= every_s:
+                last = time.perf_counter()
+                handle.update(render(done))
+    finally:
+        handle.update(HTML(""))      # done: nothing left behind in the saved notebook
+
+
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
@@ -109,10 +148,15 @@ class _Tracker(TrainerCallback):
                          label=f"validation {self.metric}")
                 ax2.set_ylabel(self.metric)
                 ax2.grid(False)
-                ax2.legend(loc="upper right")
-            ax.set_xlim(0, max(float(self.epochs), 1))
-            if self.train_points or ev:
-                ax.legend(loc="upper left")
+            # up to the epochs seen so far (and a little room), not the epochs planned: a run planned long and
+            # stopped early would otherwise be squeezed against the left edge
+            seen = max([e for e, _ in self.train_points] + [p["epoch"] for p in self.eval_points] + [0.0])
+            ax.set_xlim(0, min(max(float(self.epochs), 1.0), max(seen * 1.25, 1.0)))
+            # one legend for both axes, under the plot: inside it, it covered the lines
+            handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+            if handles:
+                fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
+                           frameon=False)
             ax.set_title("Fine-tuning")
         return fig
 
@@ -170,8 +214,8 @@ class TerminalProgress(_Tracker):
 class LiveTraining(_Tracker):
     """The notebook widget. ``stop`` is the Stop button; clicking it ends training at the next step."""
 
-    poll_every_s = 0.2     # how often pending clicks are read while the cell runs
-    redraw_every_s = 0.5
+    redraw_every_s = 0.5    # status line
+    chart_every_s = 1.5     # the chart: a PNG per epoch would cost more than a fast epoch (features cached)
 
     def __init__(self, *, metric: str, show: bool = True):
         import ipywidgets as w
@@ -186,7 +230,8 @@ class LiveTraining(_Tracker):
         self.widget = w.VBox([w.HBox([self.stop, self.status]), self.chart, self.table])
         self.stop.on_click(self._on_stop)
         self._handle = None
-        self._last_poll = self._last_draw = 0.0
+        self._last_draw, self._last_chart = 0.0, float("-inf")
+        self._clicked = None      # set by a Stop click even while the training cell runs (see _clicks)
         self.summary_html = ""
 
     def _on_stop(self, _button=None) -> None:
@@ -200,36 +245,39 @@ class LiveTraining(_Tracker):
         if self.show:
             from IPython.display import display
 
+            from ._clicks import watch_clicks
+
+            self._clicked = watch_clicks(self.stop)
+            if self._clicked is None:   # a kernel where a click waits for the cell to end: say so, don't pretend
+                self.stop.disabled = True
+                self.stop.tooltip = "Stop needs ipykernel 7 or newer in this kernel; interrupt the kernel instead"
             self._handle = display(self.widget, display_id=True)
 
     def on_step_end(self, args, state, control, **kw):
         self.step = state.global_step
         now = time.perf_counter()
-        if now - self._last_poll >= self.poll_every_s:
-            self._last_poll = now
-            self._poll()
+        if self._clicked is not None and self._clicked.is_set() and not self.stopped_by_user:
+            self._on_stop()
         if now - self._last_draw >= self.redraw_every_s:
             self._last_draw = now
             self.status.value = html.escape(self.status_line())
         if self.stopped_by_user:
             control.should_training_stop = True
 
-    def _poll(self) -> None:
-        """A running cell blocks the kernel's message loop: read pending widget messages (the Stop click) here."""
-        if not (self.show and in_notebook()):
-            return
-        from jupyter_ui_poll import ui_events
-
-        with ui_events() as poll:
-            poll(20)
-
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         super().on_evaluate(args, state, control, metrics=metrics, **kw)
-        self.chart.value = self.png()
+        self._draw_chart()
         self.table.value = self._table_html()
 
     def on_epoch_end(self, args, state, control, **kw):
         if not self.eval_points:
+            self._draw_chart()
+
+    def _draw_chart(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_chart >= self.chart_every_s:
+            self._last_chart = now
+            self.status.value = html.escape(self.status_line())   # the counters agree with the chart drawn
             self.chart.value = self.png()
 
     def _table_html(self) -> str:
@@ -257,7 +305,14 @@ class LiveTraining(_Tracker):
             from IPython.display import HTML
 
             self._handle.update(HTML(self.summary_html))
-            self.widget.close()
+            from ._clicks import unwatch
+
+            unwatch(self.stop)
+            # no comm left open for parts nobody can see any more; the Stop button stays open, because a
+            # click seen during the cell still reaches the kernel after it (its handler must find the button)
+            for part in (self.status, self.chart, self.table, *self.widget.children, self.widget):
+                if part is not self.stop:
+                    part.close()
 
 
 class TrialDisplay:
@@ -307,7 +362,8 @@ class TrialDisplay:
             best = [r for r in self.rows if r["trial"] == best_number]
             if best:
                 ax.scatter([best[0]["trial"]], [best[0][self.metric]], color=PALETTE[3], s=80, label="best so far")
-                ax.legend(loc="lower right")
+                # under the plot: inside it, the legend's own marker read as one more trial
+                fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False)
             ax.set_xlabel("trial")
             ax.set_ylabel(self.metric)
             ax.set_title(f"Search ({self.direction} {self.metric})")

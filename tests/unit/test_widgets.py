@@ -9,6 +9,7 @@ import pytest
 from transformers import TrainerCallback
 
 from appkit.widgets import demo, explore
+from appkit.widgets._static import fallback_html
 from appkit.widgets.browse import threshold_stats
 from appkit.widgets.progress import LiveTraining, TerminalProgress, in_notebook
 
@@ -69,7 +70,8 @@ def test_text_demo_shows_the_prediction_bars_and_a_mistake_as_a_message(tmp_path
     expected = clf.predict("great product for $5")
     assert f"<b>{expected['label']}</b>" in d.result.value and f"{expected['score']:.1%}" in d.result.value
     assert d.result.value.count("background:#0072B2") == 2          # one bar per class
-    assert "<span>$</span>5" not in d.result.value or True
+    copy = fallback_html(d.title, d.static_body())     # what a reopened notebook shows in the widget's place
+    assert "great product for <span>$</span>5" in copy and f"<b>{expected['label']}</b>" in copy
     d.text.value = "   "
     d.button.click()                                                   # no exception reaches the notebook
     assert "DataError" in d.result.value and "empty text" in d.result.value
@@ -171,3 +173,36 @@ def test_tune_shows_each_trial_as_it_finishes(tmp_path, capsys):
     shown.rows = [{"trial": 0, "macro_f1": 0.5, "learning_rate": 0.001}, {"trial": 1, "macro_f1": 0.7, "learning_rate": 0.01}]
     page = shown._render(1)
     assert "2 of 2 trials done, best is trial 1" in page and "data:image/png;base64," in page
+
+
+def test_widgets_are_displayed_after_a_static_copy_that_follows_what_they_show(tmp_path, monkeypatch):
+    """A reopened notebook has no widget state: the static HTML copy displayed before each widget is what it shows."""
+    import IPython.display
+
+    shown, updates = [], []
+
+    class Handle:
+        def update(self, obj):
+            updates.append(obj.data)
+
+    def fake_display(obj, *, raw=False, display_id=None):
+        shown.append(obj if raw else obj.data)
+        return Handle() if display_id else None
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    clf = tiny_text(tmp_path).task
+    e = explore(clf.evaluate(text_train_frame(12)), page_size=2)
+    e.which.value = "all"
+    e._ipython_display_()
+    copy, bundle = shown
+    assert 'class="appkit-static' in copy and "items 1-2 of 12" in copy and "Error browser" in copy
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "VBox" not in bundle["text/plain"]
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == e.widget.model_id
+    e.next.click()
+    assert "items 3-4 of 12" in updates[-1]
+    d = demo(clf)
+    d._ipython_display_()
+    assert "Nothing tried yet" in shown[2]
+    d.text.value = "it cost $8/month"
+    d.button.click()
+    assert "it cost <span>$</span>8/month" in updates[-1] and "sure)" in updates[-1]
