@@ -23,6 +23,18 @@ def _deploy_lines() -> str:
     return re.search(r"```python\n(.*?)```", block, re.S).group(1)
 
 
+def _deployed_labels(pipe, files) -> list[str]:
+    """Top-1 of the plain pipeline on each file, with the README's deploy lines run exactly as written."""
+    from PIL import Image, ImageOps
+
+    lines, labels = _deploy_lines(), []
+    for path in files:
+        scope = {"Image": Image, "ImageOps": ImageOps, "pipe": pipe, "path": str(path)}
+        exec(lines, scope)
+        labels.append(scope["result"][0]["label"])
+    return labels
+
+
 def _transparent_copies(folder: Path, n: int) -> list[Path]:
     """Transparent PNG versions of real clip art, as drawing programs store them: the near-white background
     fully transparent with black (or other junk) under it, in RGBA, LA and palette modes."""
@@ -66,20 +78,13 @@ def test_image_labels_and_scores_match_the_pipeline_on_real_clipart(image_folder
 
 
 def test_transparent_images_match_the_pipeline_with_the_readme_lines(image_folder, tmp_path):
-    from PIL import Image, ImageOps
     from transformers import pipeline
 
     clf, folder = image_folder
     pipe = pipeline("image-classification", model=str(folder))
     files = _transparent_copies(tmp_path, 30)
     ours = [r["label"] for r in clf.predict([str(f) for f in files])]
-    lines = _deploy_lines()
-    deployed = []
-    for path in files:
-        scope = {"Image": Image, "ImageOps": ImageOps, "pipe": pipe, "path": str(path)}
-        exec(lines, scope)
-        deployed.append(scope["result"][0]["label"])
-    assert ours == deployed
+    assert ours == _deployed_labels(pipe, files)
     # without the lines the pipeline sees the black under the alpha: that is why the README shows them
     bare = [r[0]["label"] for r in pipe([str(f) for f in files])]
     assert sum(a != b for a, b in zip(ours, bare)) >= 3
@@ -91,7 +96,6 @@ def test_real_transparent_drawings_get_one_answer_on_every_path(image_folder, tm
     import json
 
     from fastapi.testclient import TestClient
-    from PIL import Image, ImageOps
     from transformers import pipeline
 
     from appkit.serve import ServeConfig, create_app
@@ -107,12 +111,8 @@ def test_real_transparent_drawings_get_one_answer_on_every_path(image_folder, tm
     clf.export_onnx(tmp_path / "onnx")
     onnx = appkit.load("image-classification", tmp_path / "onnx", backend="onnx")
     assert [r["label"] for r in onnx.predict(files)] == ours
-    pipe, lines, deployed = pipeline("image-classification", model=str(folder)), _deploy_lines(), []
-    for path in files:
-        scope = {"Image": Image, "ImageOps": ImageOps, "pipe": pipe, "path": path}
-        exec(lines, scope)
-        deployed.append(scope["result"][0]["label"])
-    assert deployed == ours
+    pipe = pipeline("image-classification", model=str(folder))
+    assert _deployed_labels(pipe, files) == ours
     bare = [r[0]["label"] for r in pipe(files)]          # without the lines the pipeline sees other pixels
     assert sum(a != b for a, b in zip(ours, bare)) >= 3
 
