@@ -53,6 +53,23 @@ _ISO3 = {"en": "eng", "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "pt": 
          "zh": "zho", "ja": "jpn", "ko": "kor", "ar": "arb", "pl": "pol", "tr": "tur", "uk": "ukr", "sv": "swe",
          "cs": "ces", "hi": "hin", "da": "dan", "fi": "fin", "el": "ell", "he": "heb", "hu": "hun", "ro": "ron"}
 
+# a cheap check that inputs are in the source language: its script, and for English its commonest words
+_NON_LATIN = re.compile(r"[^\W\d_a-zA-Z\u00c0-\u024f]")
+_LATIN = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "cs", "sv", "da", "fi", "ro", "hu", "tr")
+_EN_WORDS = frozenset("the a an of to and is in it for on with this that you are be not or".split())
+_OTHER_WORDS = frozenset("der die das und ist nicht ein eine le la les est et des une el los las es y una il che "
+                         "di het een niet".split())
+
+
+def _not_in(text: str, iso: str) -> bool:
+    """Whether a text plainly is not in the language ``iso`` (False when unsure: short texts, other languages)."""
+    letters = [c for c in text if c.isalpha()]
+    if iso in _LATIN and len(letters) >= 4 and sum(bool(_NON_LATIN.match(c)) for c in letters) > len(letters) / 2:
+        return True
+    words = re.findall(r"[a-zA-Z\u00c0-\u024f]+", text.lower())
+    return (iso == "en" and len(words) >= 5 and not _EN_WORDS.intersection(words)
+            and len(_OTHER_WORDS.intersection(words)) >= 2)
+
 
 def _language_codes(tokenizer) -> tuple[str, list[str]]:
     """("many", codes) for tokenizers that take src_lang/tgt_lang (M2M100, NLLB, mBART-50), ("marian", codes) for
@@ -443,6 +460,7 @@ class Translation(TextTargetTask):
     def _run(self, items: list, *, batch_size, errors, where: str, progress: bool | None = None, **options) -> list:
         """The one predict path, plus what a translation call reports once: glossary terms the model lost."""
         self._bleu_lang = options.get("target_lang") or self._target_code()
+        self._warn_wrong_language(items, where)
         results = super()._run(items, batch_size=batch_size, errors=errors, where=where, progress=progress,
                                **options)
         lost = [(i, term) for i, r in enumerate(results) if r for term, ok in r.get("glossary", {}).items() if not ok]
@@ -451,6 +469,16 @@ class Translation(TextTargetTask):
             warn(f"{len(lost)} glossary term(s) did not come out in the translation (the model dropped their "
                  f"stand-in; result['glossary'] marks them False): {shown}")
         return results
+
+    def _warn_wrong_language(self, items: list, where: str) -> None:
+        code = self.source_lang or getattr(self.processor, "source_lang", None)
+        if not code:
+            return
+        iso = {v: k for k, v in _ISO3.items()}.get(code.split("_")[0].lower(), code.split("_")[0].lower())
+        odd = [i for i, x in enumerate(items) if isinstance(x, str) and _not_in(x, iso)]
+        if odd:
+            warn(f"{len(odd)} of {len(items)} inputs do not look like {code!r}, the language this model translates "
+                 f"from ({where} {odd[0]}: {str(items[odd[0]])[:40]!r}); it translates from that language only")
 
     def _target_code(self) -> str | None:
         return self.target_lang or getattr(self.processor, "target_lang", None)

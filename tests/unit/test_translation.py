@@ -268,22 +268,22 @@ def test_an_nllb_model_fine_tunes_and_translates_with_its_codes(tmp_path):
     mt = appkit.load("translation", make_tiny_many_folder(tmp_path / "nllb", "nllb"), source_lang="eng_Latn",
                      target_lang="deu_Latn")
     pairs = toy_pairs()
-    mt.fine_tune(pairs, epochs=60, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
+    mt.fine_tune(pairs, epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
     got = [r["translation"] for r in mt.predict(list(pairs.source))]
-    assert sum(g == t for g, t in zip(got, pairs.target)) >= 13, list(zip(pairs.target, got))
+    assert sum(g == t for g, t in zip(got, pairs.target)) >= 12, list(zip(pairs.target, got))   # 13 measured
 
 
 def test_a_multi_target_marian_gets_its_target_token(tmp_path):
     """opus-mt-en-mul style: the target language is a >>xx<< token at the start of the source."""
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     folder = make_tiny_marian_folder(tmp_path / "mul")
     tok = AutoTokenizer.from_pretrained(folder)
     tok.add_special_tokens({"additional_special_tokens": [">>deu<<", ">>fra<<"]})
     tok.save_pretrained(folder)
-    mt0 = appkit.load("translation", folder, precision="float32")
-    mt0.model.resize_token_embeddings(len(tok))
-    mt0.model.save_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(folder)
     with pytest.raises(ModelError, match=r"translates into several languages .*needs target_lang=.*'deu'"):
         appkit.load("translation", folder)
     with pytest.raises(AppkitError, match=re.escape("Did you mean 'deu'?")):
@@ -302,7 +302,10 @@ def test_a_one_pair_model_refuses_other_languages(folder, tmp_path):
     with pytest.raises(ModelError, match=r"takes no target_lang='fr'.*drop target_lang"):
         mt.predict("yes", target_lang="fr")
     opus = make_tiny_opus_folder(tmp_path / "opus")       # MarianTokenizer knows its pair: en -> de
-    assert appkit.load("translation", opus, source_lang="en", target_lang="de").target_lang == "de"
+    en_de = appkit.load("translation", opus, source_lang="en", target_lang="de")
+    assert en_de.target_lang == "de"
+    with pytest.warns(UserWarning, match=r"1 of 2 inputs do not look like 'en'.*input 1: 'Die Datei ist nicht"):
+        en_de.predict(["yes", "Die Datei ist nicht da und das ist schlecht"], max_new_tokens=2)
     with pytest.raises(ModelError, match=re.escape("translates one language pair (en -> de); it takes no target_lang='fr'")):
         appkit.load("translation", opus, target_lang="fr")
 
@@ -325,8 +328,9 @@ def test_glossary_terms_become_stand_ins_and_come_back():
 def test_accelerators_are_taken_out_and_put_back():
     from appkit.tasks.translation import _protect, _restore
 
-    unit = _protect("&Open File", None, True)
-    assert unit == "Open File" and _restore("Datei öffnen", unit)[0] == "Datei &öffnen"
+    unit = _protect("&Save File", None, True)
+    assert unit == "Save File" and _restore("Datei speichern", unit)[0] == "Datei &speichern"   # the same letter
+    assert _restore("Speichern Sie die Datei", unit)[0] == "&Speichern Sie die Datei"           # any case
     assert _restore("Datei laden", _protect("&Open", None, True))[0] == "&Datei laden"    # no 'o': the first letter
     assert _protect("Tom & Jerry &amp; &&", None, True) == "Tom & Jerry &amp; &&"             # not accelerators
     assert _protect("&Open", None, False) == "&Open"
@@ -359,3 +363,12 @@ def test_bleu_is_tokenized_for_the_target_language():
     refs, hyps = ["我喜欢这个产品。"], ["我喜欢这个东西。"]
     assert bleu_chrf(refs, hyps)["bleu"] == 0.0                     # one "word" each: nothing matches
     assert bleu_chrf(refs, hyps, target_lang="zh")["bleu"] > 30
+
+
+def test_inputs_in_another_language_are_warned_about_once():
+    from appkit.tasks.translation import _not_in
+
+    assert _not_in("Die Datei ist nicht vorhanden und wird neu erstellt", "en")
+    assert _not_in("ファイルを開けませんでした", "en") and _not_in("Файл не найден", "de")
+    assert not any(_not_in(t, "en") for t in ("Open the file", "Der Datei", "Save as PDF", "Ein Fehler ist aufgetreten",
+                                              "Invoice 4711 für Müller", "%s of %d"))
