@@ -31,10 +31,14 @@ def forms(strings: list[str], n: int, rng: random.Random) -> dict[str, list[tupl
     out["%(name)s"] = [(s.replace("%s", "%(name)s"), "%(name)s") for s, _ in out["%s"]]
     out["{name}"] = [(s.replace("%s", "{name}"), "{name}") for s, _ in out["%s"]]
     sample = rng.sample(plain, min(n, len(plain)))
-    out["&accelerator"] = [("&" + s, "&" + s.split()[0][0]) for s in sample]
+    out["&accelerator"] = [("&" + s, "&") for s in sample]      # kept: one accelerator, before any letter
     out["<b>tag</b>"] = [(f"<b>{s.split()[0]}</b> " + " ".join(s.split()[1:]), "<b>") for s in sample]
     out["<b>real</b>"] = [(s, "<b>") for s in tagged[:n]]
     return out
+
+
+def _kept(span: str, text: str) -> bool:
+    return len(re.findall(r"&(?=\w)", text)) == 1 if span == "&" else span in text
 
 
 def glossary_cases(strings: list[str], n: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -65,7 +69,7 @@ def main() -> None:
     for kind, cases in forms(strings, args.n, rng).items():
         srcs = [s for s, _ in cases]
         alone, protected = (mt.predict(srcs, protect=False, progress=False), mt.predict(srcs, progress=False))
-        kept = [sum(span in r["translation"] for (_, span), r in zip(cases, out)) for out in (alone, protected)]
+        kept = [sum(_kept(span, r["translation"]) for (_, span), r in zip(cases, out)) for out in (alone, protected)]
         print(f"{kind:20s} {kept[0]:12d} {kept[1]:8d} {len(cases):4d}")
     cases = glossary_cases(strings, args.n, rng)
     for stand_in in ("ZX1", "XQZ", "%s", "%1", "{0}", "__0__", "<x1>") if args.stand_ins else ():
