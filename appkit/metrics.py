@@ -99,10 +99,40 @@ def wer_cer(refs: list[str], hyps: list[str], *, normalise: bool = True) -> dict
     return {"wer": float(jiwer.wer(list(r), list(h))), "cer": float(jiwer.cer(list(r), list(h)))}
 
 
-def bleu_chrf(refs: list[str], hyps: list[str]) -> dict:
+# languages written without spaces between words: BLEU counts words, so they need their own tokenizer
+_ISO2 = {"zho": "zh", "cmn": "zh", "yue": "zh", "jpn": "ja", "kor": "ko", "tha": "th", "lao": "lo", "khm": "km",
+         "mya": "my"}
+
+
+def bleu_tokenizer(target_lang: str | None) -> str:
+    """sacreBLEU's tokenizer for a target language code ('de', 'zh_CN', 'jpn_Jpan', 'ja'): Chinese its own, Japanese
+    and Korean MeCab where installed (sacrebleu[ja] / sacrebleu[ko]) else characters, Thai, Lao, Khmer and
+    Burmese characters, every other language the standard '13a'."""
+    iso = _ISO2.get(str(target_lang or "").lower().replace("-", "_").split("_")[0],
+                    str(target_lang or "").lower().replace("-", "_").split("_")[0])
+    if iso == "zh":
+        return "zh"
+    if iso in ("ja", "ko"):
+        return f"{iso}-mecab" if _mecab_works(iso) else "char"
+    return "char" if iso in ("th", "lo", "km", "my") else "13a"
+
+
+def _mecab_works(iso: str) -> bool:
+    from sacrebleu.metrics.bleu import BLEU
+
+    try:
+        BLEU(tokenize=f"{iso}-mecab")
+        return True
+    except Exception:     # MeCab or its dictionary not installed
+        return False
+
+
+def bleu_chrf(refs: list[str], hyps: list[str], *, target_lang: str | None = None) -> dict:
+    """Corpus BLEU (tokenized for the target language: ``bleu_tokenizer``) and chrF."""
     import sacrebleu
 
-    return {"bleu": float(sacrebleu.corpus_bleu(hyps, [refs]).score), "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score)}
+    bleu = sacrebleu.corpus_bleu(hyps, [refs], tokenize=bleu_tokenizer(target_lang))
+    return {"bleu": float(bleu.score), "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score)}
 
 
 def expected_calibration_error(conf, correct, bins: int = 10) -> float:

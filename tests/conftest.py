@@ -427,6 +427,64 @@ def make_tiny_opus_folder(path) -> str:
     return str(path)
 
 
+def make_tiny_many_folder(path, family: str = "nllb") -> str:
+    """A random many-language model with its real tokenizer class: "nllb" (M2M100 architecture + NllbTokenizer,
+    a character vocabulary), "m2m100" (M2M100Tokenizer, SentencePiece trained here on the toy pairs) or "mbart50"
+    (MBart50Tokenizer, a character unigram vocabulary). d_model 32, 2+2 layers."""
+    import io
+    import json
+
+    import torch
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, MBartConfig, MBartForConditionalGeneration
+
+    path.mkdir(parents=True, exist_ok=True)
+    chars = sorted(set("".join(list(toy_pairs().source) + list(toy_pairs().target))) - {" "})
+    if family == "nllb":
+        from transformers import NllbTokenizer
+
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "▁": 4}
+        for c in chars:
+            vocab.setdefault(c, len(vocab))
+            vocab.setdefault("▁" + c, len(vocab))
+        tok = NllbTokenizer(vocab=vocab, src_lang="eng_Latn", tgt_lang="deu_Latn")
+    elif family == "mbart50":
+        from transformers import MBart50Tokenizer
+
+        pieces = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0), ("▁", -2.0)]
+        pieces += [(p, -3.0) for c in chars for p in (c, "▁" + c)]
+        tok = MBart50Tokenizer(vocab=pieces, src_lang="en_XX", tgt_lang="de_DE")
+    else:
+        import sentencepiece as spm
+        from transformers import M2M100Tokenizer
+
+        proto = io.BytesIO()
+        text = list(toy_pairs().source) + list(toy_pairs().target)
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(text * 20), model_writer=proto, vocab_size=40,
+                                       model_type="unigram", character_coverage=1.0, pad_id=1, eos_id=2, unk_id=3,
+                                       bos_id=0, hard_vocab_limit=False, minloglevel=2)
+        (path / "sentencepiece.bpe.model").write_bytes(proto.getvalue())
+        sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+        (path / "vocab.json").write_text(json.dumps({sp.id_to_piece(i): i for i in range(sp.get_piece_size())}))
+        tok = M2M100Tokenizer(str(path / "vocab.json"), str(path / "sentencepiece.bpe.model"), src_lang="en",
+                              tgt_lang="de")
+    # M2M100Tokenizer's len() leaves out its language tokens (ids after the vocabulary) and 8 "madeup words"
+    size = max(len(tok), 1 + max(getattr(tok, "lang_code_to_id", {}).values(), default=0) + 8)
+    arch = dict(vocab_size=size, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, dropout=0.0,
+                attention_dropout=0.0, activation_dropout=0.0, scale_embedding=True)
+    torch.manual_seed(0)
+    if family == "mbart50":
+        model = MBartForConditionalGeneration(MBartConfig(**arch)).eval()
+    else:
+        model = M2M100ForConditionalGeneration(M2M100Config(**arch)).eval()
+    model.generation_config.num_beams = 1
+    model.generation_config.max_length = 32
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
 def toy_pairs() -> pd.DataFrame:
     """16 short English -> German word pairs and phrases (a toy dictionary), with a slice column."""
     words = list(TOY_DICT)

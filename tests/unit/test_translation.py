@@ -204,3 +204,171 @@ def test_beam_search_results_do_not_depend_on_batch_mates(tmp_path):
     alone = [mt.predict(t)["translation"] for t in texts]
     assert [r["translation"] for r in mt.predict(texts)] == alone
     assert [r["translation"] for r in mt.predict(texts[::-1], batch_size=2)] == alone[::-1]
+
+
+# ---------------------------------------------------------------------- many languages (issue 12)
+MANY = {"nllb": ("eng_Latn", "deu_Latn", "fra_Latn"), "m2m100": ("en", "de", "fr"), "mbart50": ("en_XX", "de_DE", "fr_XX")}
+
+
+@pytest.fixture(scope="module", params=list(MANY))
+def many(request, tmp_path_factory):
+    from ..conftest import make_tiny_many_folder
+
+    return request.param, make_tiny_many_folder(tmp_path_factory.mktemp(request.param) / "model", request.param)
+
+
+def _generate_kwargs(mt, monkeypatch) -> list[dict]:
+    seen, generate = [], mt.model.generate
+
+    def spy(**kw):
+        seen.append(kw)
+        return generate(**kw)
+
+    monkeypatch.setattr(mt.model, "generate", spy)
+    return seen
+
+
+def test_many_language_models_take_their_codes_everywhere(many, tmp_path, monkeypatch):
+    family, folder = many
+    src, tgt, other = MANY[family]
+    with pytest.raises(ModelError, match=r"translates between many languages .*needs source_lang= and target_lang=.*"
+                                         + re.escape(f"source_lang={src!r}, target_lang={tgt!r}")):
+        appkit.load("translation", folder)
+    with pytest.raises(AppkitError, match=r"Unknown language code target_lang='german'.*Available: \[.*\]"):
+        appkit.load("translation", folder, source_lang=src, target_lang="german")
+    if family != "m2m100":              # 'de' is the code itself there
+        with pytest.raises(AppkitError, match=re.escape(f"Did you mean {tgt!r}?")):
+            appkit.load("translation", folder, source_lang=src, target_lang="de")
+    mt = appkit.load("translation", folder, source_lang=src, target_lang=tgt)
+    tok = mt.processor
+    src_id, tgt_id, other_id = (_lang_id(tok, c) for c in (src, tgt, other))
+    assert tok("yes").input_ids[0] == src_id                        # the source's language token
+    assert mt._label_ids("ja", where="row 0")[0] == tgt_id           # fine_tune's targets start with the target's
+    seen = _generate_kwargs(mt, monkeypatch)
+    mt.predict("yes")
+    mt.predict(["yes", "no"], target_lang=other)                     # a predict-time override
+    assert [kw["forced_bos_token_id"] for kw in seen] == [tgt_id, other_id]
+    with pytest.raises(AppkitError, match=r"Unknown language code target_lang='xx'"):
+        mt.predict("yes", target_lang="xx")
+    back = appkit.load("translation", mt.save(tmp_path / "saved"))  # the codes are saved with the model
+    assert (back.source_lang, back.target_lang) == (src, tgt)
+    assert back.model.generation_config.forced_bos_token_id == tgt_id   # plain transformers generate gets it too
+    assert back.predict("yes") == mt.predict("yes")
+
+
+def _lang_id(tok, code):
+    from appkit.tasks.translation import _lang_token_id
+
+    return _lang_token_id(tok, code)
+
+
+def test_an_nllb_model_fine_tunes_and_translates_with_its_codes(tmp_path):
+    from ..conftest import make_tiny_many_folder
+
+    mt = appkit.load("translation", make_tiny_many_folder(tmp_path / "nllb", "nllb"), source_lang="eng_Latn",
+                     target_lang="deu_Latn")
+    pairs = toy_pairs()
+    mt.fine_tune(pairs, epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
+    got = [r["translation"] for r in mt.predict(list(pairs.source))]
+    assert sum(g == t for g, t in zip(got, pairs.target)) >= 12, list(zip(pairs.target, got))   # 13 measured
+
+
+def test_a_multi_target_marian_gets_its_target_token(tmp_path):
+    """opus-mt-en-mul style: the target language is a >>xx<< token at the start of the source."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    folder = make_tiny_marian_folder(tmp_path / "mul")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.add_special_tokens({"additional_special_tokens": [">>deu<<", ">>fra<<"]})
+    tok.save_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(folder)
+    with pytest.raises(ModelError, match=r"translates into several languages .*needs target_lang=.*'deu'"):
+        appkit.load("translation", folder)
+    with pytest.raises(AppkitError, match=re.escape("Did you mean 'deu'?")):
+        appkit.load("translation", folder, target_lang="de")
+    mt = appkit.load("translation", folder, target_lang="deu")
+    assert mt.languages == ["deu", "fra"]
+    assert mt._preprocess("yes", where="input 0") == ">>deu<< yes"
+    assert mt._preprocess("yes", where="input 0", target_lang="fra") == ">>fra<< yes"
+    assert isinstance(mt.predict("yes", target_lang="fra")["translation"], str)
+
+
+def test_a_one_pair_model_refuses_other_languages(folder, tmp_path):
+    with pytest.raises(ModelError, match=r"translates one language pair; it takes no target_lang='fr'"):
+        appkit.load("translation", folder, target_lang="fr")
+    mt = appkit.load("translation", folder)
+    with pytest.raises(ModelError, match=r"takes no target_lang='fr'.*drop target_lang"):
+        mt.predict("yes", target_lang="fr")
+    opus = make_tiny_opus_folder(tmp_path / "opus")       # MarianTokenizer knows its pair: en -> de
+    en_de = appkit.load("translation", opus, source_lang="en", target_lang="de")
+    assert en_de.target_lang == "de"
+    with pytest.warns(UserWarning, match=r"1 of 2 inputs do not look like 'en'.*input 1: 'Die Datei ist nicht"):
+        en_de.predict(["yes", "Die Datei ist nicht da und das ist schlecht"], max_new_tokens=2)
+    with pytest.raises(ModelError, match=re.escape("translates one language pair (en -> de); it takes no target_lang='fr'")):
+        appkit.load("translation", opus, target_lang="fr")
+
+
+# ---------------------------------------------------------------------- glossary and protected spans
+def test_glossary_terms_become_stand_ins_and_come_back():
+    from appkit.tasks.translation import _protect, _restore
+
+    unit = _protect("Send the Invoice to appkit, not the invoice number %1.", {"invoice": "Rechnung",
+                    "appkit": "appkit", "invoice number": "Rechnungsnummer"}, True)
+    assert unit == "Send the %2 to %3, not the %4 %1."               # whole words, any case, longest first
+    assert _restore("Senden Sie die %2 an %3, nicht die %4 %1.", unit) == (
+        "Senden Sie die Rechnung an appkit, nicht die Rechnungsnummer %1.",
+        {"Rechnung": True, "appkit": True, "Rechnungsnummer": True})
+    assert _restore("Senden Sie die %2 an %3.", unit)[1] == {"Rechnung": True, "appkit": True,
+                                                             "Rechnungsnummer": False}
+    assert _protect("invoices and reinvoice", {"invoice": "Rechnung"}, True) == "invoices and reinvoice"
+
+
+def test_accelerators_are_taken_out_and_put_back():
+    from appkit.tasks.translation import _protect, _restore
+
+    unit = _protect("&Save File", None, True)
+    assert unit == "Save File" and _restore("Datei speichern", unit)[0] == "Datei &speichern"   # the same letter
+    assert _restore("Speichern Sie die Datei", unit)[0] == "&Speichern Sie die Datei"           # any case
+    assert _restore("Datei laden", _protect("&Open", None, True))[0] == "&Datei laden"    # no 'o': the first letter
+    assert _protect("Tom & Jerry &amp; &&", None, True) == "Tom & Jerry &amp; &&"             # not accelerators
+    assert _protect("&Open", None, False) == "&Open"
+    assert _restore("&Datei", _protect("&File", None, True))[0] == "&Datei"                  # never twice
+
+
+def test_glossary_in_predict_and_evaluate(trained):
+    """The tiny model does not copy the stand-in: the term is reported lost (the real model's are kept:
+    tests/integration/test_translation_real.py)."""
+    mt = appkit.load("translation", trained)
+    assert mt.predict("no", glossary={}) == {"translation": "nein", "glossary": {}}
+    with pytest.warns(UserWarning, match=r"1 glossary term\(s\) did not come out.*input 0: 'JA!'"):
+        out = mt.predict(["yes", "no"], glossary={"Yes": "JA!"})
+    assert out[0]["glossary"] == {"JA!": False} and out[1] == {"translation": "nein", "glossary": {}}
+    with pytest.warns(UserWarning):
+        report = mt.evaluate(toy_pairs(), glossary={"yes": "ja"})
+    assert report.metrics["glossary_adherence"] == 0.0 and "glossary" in report._repr_html_().lower()
+    assert "glossary_adherence" not in mt.evaluate(toy_pairs()).metrics
+    with pytest.raises(DataError, match=r"glossary=.* is not a dict of source term -> target term"):
+        mt.predict("yes", glossary=["yes"])
+    with pytest.raises(DataError, match=r"protect='no' must be True or False"):
+        mt.predict("yes", protect="no")
+
+
+def test_bleu_is_tokenized_for_the_target_language():
+    from appkit.metrics import bleu_chrf, bleu_tokenizer
+
+    assert [bleu_tokenizer(c) for c in ("de", None, "zh_CN", "zho_Hans", "th")] == ["13a", "13a", "zh", "zh", "char"]
+    assert bleu_tokenizer("jpn_Jpan") in ("ja-mecab", "char") and bleu_tokenizer("ko") in ("ko-mecab", "char")
+    refs, hyps = ["我喜欢这个产品。"], ["我喜欢这个东西。"]
+    assert bleu_chrf(refs, hyps)["bleu"] == 0.0                     # one "word" each: nothing matches
+    assert bleu_chrf(refs, hyps, target_lang="zh")["bleu"] > 30
+
+
+def test_inputs_in_another_language_are_warned_about_once():
+    from appkit.tasks.translation import _not_in
+
+    assert _not_in("Die Datei ist nicht vorhanden und wird neu erstellt", "en")
+    assert _not_in("ファイルを開けませんでした", "en") and _not_in("Файл не найден", "de")
+    assert not any(_not_in(t, "en") for t in ("Open the file", "Der Datei", "Save as PDF", "Ein Fehler ist aufgetreten",
+                                              "Invoice 4711 für Müller", "%s of %d"))
