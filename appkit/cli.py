@@ -297,9 +297,10 @@ def cmd_predict(args) -> int:
     else:
         rows = [{"input": item, **_flat(res, csv=csv)} for item, res in zip(items, results)]
     skipped = sum(r is None for r in results)
+    reasons = getattr(results, "skipped", model.skipped)   # this call's (a gathered shard list has none: rank 0's)
     if skipped:
         _say(f"appkit: {skipped} of {len(items)} inputs were skipped (their rows have no prediction)"
-             + (f"; first: {model.skipped[0][1]}" if model.skipped else ""))
+             + (f"; first: {reasons[0][1]}" if reasons else ""))
     _write(rows, args.output)
     return EXIT_OK
 

@@ -176,7 +176,7 @@ class Batcher:
             return [exc] * len(jobs)
         except Exception:                   # a bug on some input: find whose, and keep the others' answers
             return [self._alone(job) for job in jobs]
-        bad = {i for i, _ in self.task.skipped}
+        bad = {i for i, _ in results.skipped}   # this call's, not whatever call set task.skipped last
         out, start = [], 0
         for job in jobs:
             span = range(start, start + len(job.items))
