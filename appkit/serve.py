@@ -206,6 +206,7 @@ def _decode_base64(item, where: str) -> bytes:
         raise DataError(_msg(f"{where} is not valid base64", fix="send base64.b64encode(file_bytes).decode()")) from None
 
 
+# long: the routes and error handlers are closures over one batcher and model; together they are the API at a glance
 def create_app(task, config: ServeConfig | None = None):
     """The FastAPI app for a loaded appkit model (``appkit serve`` runs it with uvicorn)."""
     from contextlib import asynccontextmanager

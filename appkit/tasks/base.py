@@ -16,6 +16,8 @@ The contract, in four pieces (abstract methods: a task class that misses one fai
   any work, and each hook receives only its own, by keyword.
 
 Everything else (batching, devices, precision, progress, errors="skip", DataFrames, saving) lives here.
+Per-call facts come back with the call: predict on a list returns ``Results`` (``.skipped``, plus what a task
+returns from ``_call_facts``), each also set once on the task at the end of the call.
 A task module also declares its catalogue entries and default model (``catalogue``, ``default_model``):
 see the README, "Adding a task".
 """
@@ -111,7 +113,9 @@ PREDICT_STEPS = ("preprocess", "batches", "forward", "postprocess", "merge")
 
 class Predicts(ABC):
     """What predicting needs. ``Task._run`` calls: _preprocess per item (may return ``Pieces``), _batches,
-    then per batch _collate -> _forward -> _postprocess, and _merge for an item split into Pieces."""
+    then per batch _collate -> _forward -> _postprocess, _merge for an item split into Pieces, and finally
+    _call_facts (optional: what the task reports about the call, on the returned ``Results``). State a call
+    needs across hooks travels on its units (speech's packing plan), never on the task."""
 
     @classmethod
     @abstractmethod

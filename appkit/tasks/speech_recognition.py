@@ -151,7 +151,6 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
 
     @classmethod
     def _load(cls, source, *, labels, meta, device, language=None):
-        import torch
         from transformers import AutoConfig
 
         if labels is not None:
@@ -161,26 +160,7 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         except Exception as exc:
             raise cls._hub_error(source, exc) from None
         try:
-            if config.model_type == "whisper":
-                from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-                model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32)  # fp32 master weights
-                processor = WhisperProcessor.from_pretrained(source)
-                kind = "whisper"
-                gen = model.generation_config
-                gen.pad_token_id = gen.pad_token_id if gen.pad_token_id is not None else config.eos_token_id
-                if processor.tokenizer.pad_token is None:   # batching needs it
-                    processor.tokenizer.pad_token = processor.tokenizer.eos_token
-            elif any(a.endswith("ForCTC") for a in (config.architectures or [])):
-                from transformers import AutoModelForCTC, AutoProcessor
-
-                model = AutoModelForCTC.from_pretrained(source, dtype=torch.float32)
-                processor = AutoProcessor.from_pretrained(source)
-                kind = "ctc"
-            else:
-                raise ModelError(_msg(f"{source!r} is a {config.model_type} model, not a speech recogniser appkit runs",
-                                      expected="a Whisper model or a CTC model such as wav2vec2",
-                                      fix="see appkit.list_models('speech-recognition')"))
+            model, processor, kind = _load_recogniser(source, config)
         except ModelError:
             raise
         except Exception as exc:
@@ -577,6 +557,29 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
 
 
 # ---------------------------------------------------------------------- helpers
+def _load_recogniser(source, config) -> tuple:
+    """(model, processor, kind) for a Whisper ("whisper") or CTC ("ctc") model, in float32 (master weights)."""
+    import torch
+
+    if config.model_type == "whisper":
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32)  # fp32 master weights
+        processor = WhisperProcessor.from_pretrained(source)
+        gen = model.generation_config
+        gen.pad_token_id = gen.pad_token_id if gen.pad_token_id is not None else config.eos_token_id
+        if processor.tokenizer.pad_token is None:   # batching needs it
+            processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        return model, processor, "whisper"
+    if any(a.endswith("ForCTC") for a in (config.architectures or [])):
+        from transformers import AutoModelForCTC, AutoProcessor
+
+        return AutoModelForCTC.from_pretrained(source, dtype=torch.float32), AutoProcessor.from_pretrained(source), "ctc"
+    raise ModelError(_msg(f"{source!r} is a {config.model_type} model, not a speech recogniser appkit runs",
+                          expected="a Whisper model or a CTC model such as wav2vec2",
+                          fix="see appkit.list_models('speech-recognition')"))
+
+
 def _clip_result(segments: list, start: float, at: float, d: float, return_timestamps: bool) -> dict:
     """One packed clip's result from its segments (text, window start s, window end s); ``at`` and ``d``: where the
     clip sits in the window and how long it is, ``start``: where it starts in its recording."""
