@@ -92,6 +92,7 @@ bench: setup
 	$(PY) bench/text_predict.py --length long --n 1000
 	$(PY) bench/image_predict.py
 	$(PY) bench/asr.py
+	$(PY) bench/asr.py --only-long --minutes 11
 	$(PY) bench/translate.py
 	$(PY) bench/finetune.py
 	$(PY) bench/predict_memory.py

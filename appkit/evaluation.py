@@ -263,17 +263,31 @@ def compare(reports: dict, *, baseline: bool = True) -> pd.DataFrame:
     """Headline metrics of several reports on the same data side by side (one column per report).
 
     For classifiers ``baseline=True`` adds the column a model must beat to be worth anything: always
-    answering the most common true label of the evaluated data."""
+    answering the most common true label of the evaluated data (see :func:`_majority_column`)."""
     if not reports:
         raise ValueError("compare() needs at least one report, e.g. compare({'zero-shot': report})")
     columns = {name: dict(r.metrics) for name, r in reports.items()}
     first = next(iter(reports.values()))
     if baseline and "reference" in first.table and first.per_class is not None:
-        from .metrics import classification
-
         refs = [str(v) for v in first.table["reference"]]
         top = pd.Series(refs).value_counts().index[0]
-        columns[f"always {top!r}"] = classification(refs, [top] * len(refs), list(first.per_class["label"]))
+        columns[f"always {top!r}"] = _majority_column(refs, list(first.per_class["label"]))
     frame = pd.DataFrame(columns)
     order = [m for m in ("accuracy", "macro_f1", "calibration_error", "wer", "cer", "chrf", "bleu") if m in frame.index]
     return frame.loc[order + [m for m in frame.index if m not in order]]
+
+
+def _majority_column(refs: list[str], labels: list[str]) -> dict:
+    """The majority answer as a model that says it: every row gets the label shares of the evaluated data as its
+    scores, so its top answer is the commonest label with that share as its confidence. Such a model is
+    calibrated (confidence = accuracy) and ranks nothing (ROC-AUC 0.5): every cell of the column has a value,
+    and the lesson reads off it, calibration alone is worth nothing without accuracy."""
+    from .metrics import classification, expected_calibration_error
+
+    shares = pd.Series(refs).value_counts(normalize=True).reindex(labels, fill_value=0.0).to_numpy(float)
+    top = labels[int(shares.argmax())]
+    scores = np.tile(shares, (len(refs), 1))
+    out = classification(refs, [top] * len(refs), labels, scores=scores)
+    correct = np.array([r == top for r in refs], dtype=float)
+    out["calibration_error"] = expected_calibration_error(scores.max(1), correct)
+    return out

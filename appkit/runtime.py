@@ -62,6 +62,22 @@ def autocast(device: str, enabled: bool):
     return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
 
 
+def weights_key(model) -> tuple:
+    """Changes whenever a weight of ``model`` changes: an optimizer step or ``load_state_dict`` writes in place and
+    bumps the tensor's version; a replaced head is a new tensor. Inference copies (a bf16 copy of the model) are
+    kept under it and remade when it changes, so they never serve stale weights."""
+    return (id(model), tuple((id(p), p._version) for p in model.parameters()))
+
+
+def bf16_copy(module):
+    """A bfloat16 copy of ``module`` for inference (the float32 original stays the one that trains and saves)."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(module).to(torch.bfloat16).eval()
+
+
 @contextlib.contextmanager
 def quiet_transformers(*, progress_bars: bool = False):
     """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself.

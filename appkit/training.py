@@ -716,8 +716,9 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
     try:
         from .widgets.progress import TrialDisplay   # each trial as it finishes (no ipywidgets needed)
 
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, show_progress_bar=False,
-                       callbacks=[TrialDisplay(metric=metric, direction=direction, n_trials=n_trials)])
+        shown = TrialDisplay(metric=metric, direction=direction, n_trials=n_trials)
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, show_progress_bar=False, callbacks=[shown])
+        shown.finish()
     finally:
         task.model.load_state_dict(snapshot)  # tuning never changes the model the user holds
         task.meta = meta

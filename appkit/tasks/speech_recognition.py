@@ -21,7 +21,6 @@ have "full"). Clips for training must be at most 30 s.
 from __future__ import annotations
 
 import contextlib
-import copy
 import difflib
 import html
 import os
@@ -37,7 +36,7 @@ from .. import media
 from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
 from ..registry import ModelEntry, register_task
 from ..report import word_diff_html
-from ..runtime import quiet_transformers
+from ..runtime import bf16_copy, quiet_transformers, weights_key
 from .base import Metric, Pieces, TextTargetTask, TrainingDefaults, TrainsHead, pad_labels
 
 _CHUNKING = ("vad", "fixed")
@@ -301,17 +300,15 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         return contextlib.nullcontext()    # the model is cast instead (see _fast_model)
 
     def _fast_model(self):
-        """A bfloat16 copy for inference (made once; fine_tune drops it), or the model itself."""
-        import torch
-
+        """A bfloat16 copy for inference (made once per weight version), or the model itself."""
         if not self._use_bf16():
             if self.kind == "whisper":
                 self.model._reorder_cache = _reorder_self_attention_only   # an instance attribute: never saved
             return self.model
-        # in-place changes (optimizer steps, load_state_dict) bump a tensor's version: then the copy is stale
-        key = (id(self.model), tuple(p._version for p in self.model.parameters()))
+        key = weights_key(self.model)   # a changed weight makes the copy stale
         if self._fast is None or self._fast[0] != key:
-            fast = copy.deepcopy(self.model).to(torch.bfloat16).eval()
+            self._fast = None             # the stale copy goes before the new one is made (peak memory)
+            fast = bf16_copy(self.model)
             if self.kind == "whisper" and fast.device.type == "cpu":
                 fast.set_attn_implementation(_decode_attention())
                 fast._reorder_cache = _reorder_self_attention_only   # generate() asks the model first

@@ -349,7 +349,18 @@ class TrialDisplay:
         else:
             self._handle.update(HTML(self.html))
 
-    def _render(self, best_number: int) -> str:
+    def finish(self) -> None:
+        """The search is over: the live output keeps its plot and drops its table, which the returned
+        ``TuneResult`` shows (a notebook printed the same trials twice)."""
+        if self._handle is None or not self.rows:
+            return
+        from IPython.display import HTML
+
+        best = max(self.rows, key=lambda r: r[self.metric] * (1 if self.direction == "maximize" else -1))
+        self.html = self._render(best["trial"], table=False)
+        self._handle.update(HTML(self.html))
+
+    def _render(self, best_number: int, *, table: bool = True) -> str:
         import matplotlib.pyplot as plt
 
         from ..report import PALETTE, notebook_safe, plot_style
@@ -370,6 +381,11 @@ class TrialDisplay:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
+        if not table:
+            return notebook_safe(
+                f"<div><b>Hyperparameter search</b>: {len(self.rows)} trials done, best is trial {best_number} "
+                f"(every trial in the table below).<br><img alt='metric per trial' "
+                f"src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/></div>")
         cols = list(self.rows[0])
         body = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
                                         for v in (r.get(c) for c in cols)) + "</tr>" for r in self.rows)

@@ -238,3 +238,23 @@ def test_data_card_summarises_images_and_audio(tmp_path):
     clips = make_tones(tmp_path / "au", n=3, seconds=1.5)
     a = describe_inputs("audio", clips["audio"])
     assert a["duration_s"]["median"] == pytest.approx(1.5) and a["total_minutes"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_compare_has_a_value_in_every_cell_of_the_majority_column(evaluated):
+    """The quickstart's table showed NaN for the baseline's calibration and ROC-AUC: the majority answer is
+    now a model that gives the label shares as its scores (calibrated, ranks nothing)."""
+    import appkit
+
+    clf, test, report = evaluated
+    table = appkit.compare({"fine-tuned": report})
+    base = [c for c in table.columns if c.startswith("always ")]
+    assert len(base) == 1
+    column = table[base[0]]
+    assert not column.isna().any(), column
+    refs = [str(v) for v in report.table["reference"]]
+    top_share = pd.Series(refs).value_counts(normalize=True).iloc[0]
+    assert column["accuracy"] == pytest.approx(top_share)
+    assert column["calibration_error"] == pytest.approx(0.0, abs=1e-9)   # it says its share, and is right that often
+    if "roc_auc" in column:
+        assert column["roc_auc"] == pytest.approx(0.5)
+    assert list(table.index[:3]) == ["accuracy", "macro_f1", "calibration_error"]

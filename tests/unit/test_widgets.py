@@ -173,6 +173,12 @@ def test_tune_shows_each_trial_as_it_finishes(tmp_path, capsys):
     shown.rows = [{"trial": 0, "macro_f1": 0.5, "learning_rate": 0.001}, {"trial": 1, "macro_f1": 0.7, "learning_rate": 0.01}]
     page = shown._render(1)
     assert "2 of 2 trials done, best is trial 1" in page and "data:image/png;base64," in page
+    # when the search ends the live output keeps its plot and drops its table: the TuneResult shows it once
+    updates = []
+    shown._handle = type("Handle", (), {"update": lambda self, obj: updates.append(obj.data)})()
+    shown.finish()
+    assert len(updates) == 1 and "best is trial 1" in updates[0] and "data:image/png;base64," in updates[0]
+    assert "<table" not in updates[0] and "<table" in shown._render(1)
 
 
 def test_widgets_are_displayed_after_a_static_copy_that_follows_what_they_show(tmp_path, monkeypatch):
