@@ -153,12 +153,9 @@ def _media_suffixes(task) -> set[str] | None:
 
 def _read_inputs(task, inputs: list[str], column: str | None):
     """INPUT(s) -> (items to predict, the table they came from or None)."""
-    import pandas as pd
-
     from appkit.data import read_table
     from appkit.errors import DataError, _msg
 
-    media = _media_suffixes(task)
     tables = [x for x in inputs if Path(x).suffix.lower() in TABLE_INPUTS and " " not in x]
     if tables and len(inputs) > 1:
         raise UsageError(f"Give one table file at a time (got {len(inputs)} inputs, {tables[0]!r} among them). "
@@ -177,28 +174,33 @@ def _read_inputs(task, inputs: list[str], column: str | None):
         return list(df[column]), df
     if column is not None:
         raise UsageError("--column is only used with a CSV/TSV/JSONL/Parquet input file. How to fix: drop --column.")
-    items: list = []
-    for inp in inputs:
-        p = Path(inp)
-        if inp == "-":
-            items += [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        elif p.is_dir():
-            if media is None:
-                raise DataError(_msg(f"The input {inp!r} is a folder, which {task.task} cannot read",
-                                     expected="a text, a .txt file (one text a line) or a CSV/JSONL file"))
-            found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in media and f.is_file())
-            if not found:
-                raise DataError(_msg(f"The folder {inp!r} holds no {task.input_column} files",
-                                     expected=f"files ending in one of {sorted(media)}"))
-            items += found
-        elif media is None and p.suffix.lower() == ".txt" and p.is_file():
-            items += [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-        elif media is not None and not p.exists():
-            raise DataError(_msg(f"The input file {inp!r} does not exist",
-                                 fix="check the path (it is relative to the current folder)"))
-        else:
-            items.append(inp)   # a text (text tasks) or one image / audio file
-    return items, None
+    return [item for inp in inputs for item in _expand_input(task, inp)], None
+
+
+def _expand_input(task, inp: str) -> list:
+    """One INPUT that is not a table -> its items: stdin lines (-), a folder's image / audio files, a .txt file's
+    lines (text tasks), or the input itself (a text, or one image / audio file)."""
+    from appkit.errors import DataError, _msg
+
+    media = _media_suffixes(task)
+    p = Path(inp)
+    if inp == "-":
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if p.is_dir():
+        if media is None:
+            raise DataError(_msg(f"The input {inp!r} is a folder, which {task.task} cannot read",
+                                 expected="a text, a .txt file (one text a line) or a CSV/JSONL file"))
+        found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in media and f.is_file())
+        if not found:
+            raise DataError(_msg(f"The folder {inp!r} holds no {task.input_column} files",
+                                 expected=f"files ending in one of {sorted(media)}"))
+        return found
+    if media is None and p.suffix.lower() == ".txt" and p.is_file():
+        return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if media is not None and not p.exists():
+        raise DataError(_msg(f"The input file {inp!r} does not exist",
+                             fix="check the path (it is relative to the current folder)"))
+    return [inp]
 
 
 def _flat(result: dict | None, *, csv: bool) -> dict:
@@ -297,9 +299,10 @@ def cmd_predict(args) -> int:
     else:
         rows = [{"input": item, **_flat(res, csv=csv)} for item, res in zip(items, results)]
     skipped = sum(r is None for r in results)
+    reasons = getattr(results, "skipped", model.skipped)   # this call's (a gathered shard list has none: rank 0's)
     if skipped:
         _say(f"appkit: {skipped} of {len(items)} inputs were skipped (their rows have no prediction)"
-             + (f"; first: {model.skipped[0][1]}" if model.skipped else ""))
+             + (f"; first: {reasons[0][1]}" if reasons else ""))
     _write(rows, args.output)
     return EXIT_OK
 
@@ -375,6 +378,7 @@ class _OutputError(Exception):
 
 
 # ---------------------------------------------------------------------- parser
+# long: one declaration per command and option, read top to bottom like the --help it prints; pieces would scatter it
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")

@@ -505,7 +505,7 @@ def decode_image(item, *, where: str):
     float images are scaled to 8 bits, CMYK and greyscale converted. EXIF orientation is applied.
     """
     import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if isinstance(item, dict) and ("bytes" in item or "path" in item):   # datasets' Image feature
         item = item.get("bytes") or item.get("path")
@@ -513,6 +513,14 @@ def decode_image(item, *, where: str):
         return _to_rgb(ImageOps.exif_transpose(item) if item.getexif() else item)
     if isinstance(item, np.ndarray):
         return _to_rgb(_from_array(item, where))
+    source, size, label = _encoded_image(item, where)
+    if size == 0:
+        raise MediaError(_msg(f"{label} is empty (0 bytes)", fix="re-export or re-download the image, or remove it"))
+    return _to_rgb(_open_image(source, label))
+
+
+def _encoded_image(item, where: str) -> tuple:
+    """A path or bytes -> (what Pillow opens, its size in bytes, how an error names it); anything else is refused."""
     if isinstance(item, (str, os.PathLike)):
         path = Path(item).expanduser()
         label = f"{_cap(where)} ({str(path)!r})"
@@ -520,16 +528,19 @@ def decode_image(item, *, where: str):
             raise DataError(_msg(f"{label} does not exist" if not path.exists() else f"{label} is a folder, not an image file",
                                  expected="the path of an image file (JPEG, PNG, ...)",
                                  fix="check the path; relative paths start at the notebook's folder"))
-        source, size = path, path.stat().st_size
-    elif isinstance(item, (bytes, bytearray)):
-        label = f"{_cap(where)} ({len(item)} bytes)"
-        source, size = io.BytesIO(bytes(item)), len(item)
-    else:
-        raise DataError(_msg(f"{_cap(where)} is a {type(item).__name__} ({item!r:.60}), not an image",
-                             expected="a file path, bytes, a PIL image or a numpy array",
-                             fix="drop missing values first (df.dropna()) or pass the image's path"))
-    if size == 0:
-        raise MediaError(_msg(f"{label} is empty (0 bytes)", fix="re-export or re-download the image, or remove it"))
+        return path, path.stat().st_size, label
+    if isinstance(item, (bytes, bytearray)):
+        return io.BytesIO(bytes(item)), len(item), f"{_cap(where)} ({len(item)} bytes)"
+    raise DataError(_msg(f"{_cap(where)} is a {type(item).__name__} ({item!r:.60}), not an image",
+                         expected="a file path, bytes, a PIL image or a numpy array",
+                         fix="drop missing values first (df.dropna()) or pass the image's path"))
+
+
+def _open_image(source, label: str):
+    """Decode an image file with Pillow, upright (EXIF orientation); every way it can fail becomes a MediaError that
+    names the file: too many pixels (a decompression bomb), not an image, damaged or cut short."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     limit = Image.MAX_IMAGE_PIXELS * 2 if Image.MAX_IMAGE_PIXELS else None   # Pillow's own error threshold
     try:
         with warnings.catch_warnings():
@@ -540,7 +551,7 @@ def decode_image(item, *, where: str):
                 if limit and pixels > limit:
                     raise Image.DecompressionBombError(pixels)
                 im.load()
-                image = ImageOps.exif_transpose(im)
+                return ImageOps.exif_transpose(im)
     except Image.DecompressionBombError as exc:
         n = exc.args[0] if exc.args and isinstance(exc.args[0], int) else _pixels_of(exc)
         raise MediaError(_msg(
@@ -556,7 +567,6 @@ def decode_image(item, *, where: str):
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(_msg(f"{label} is damaged or cut short ({str(exc).splitlines()[0][:120]})",
                               fix="re-export or re-download the image, or remove it; errors='skip' predicts the others")) from None
-    return _to_rgb(image)
 
 
 def _pixels_of(exc) -> int | None:

@@ -176,7 +176,7 @@ class Batcher:
             return [exc] * len(jobs)
         except Exception:                   # a bug on some input: find whose, and keep the others' answers
             return [self._alone(job) for job in jobs]
-        bad = {i for i, _ in self.task.skipped}
+        bad = {i for i, _ in results.skipped}   # this call's, not whatever call set task.skipped last
         out, start = [], 0
         for job in jobs:
             span = range(start, start + len(job.items))
@@ -206,6 +206,7 @@ def _decode_base64(item, where: str) -> bytes:
         raise DataError(_msg(f"{where} is not valid base64", fix="send base64.b64encode(file_bytes).decode()")) from None
 
 
+# long: the routes and error handlers are closures over one batcher and model; together they are the API at a glance
 def create_app(task, config: ServeConfig | None = None):
     """The FastAPI app for a loaded appkit model (``appkit serve`` runs it with uvicorn)."""
     from contextlib import asynccontextmanager

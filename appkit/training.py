@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -176,9 +177,51 @@ def _split_validation(task, train_df: pd.DataFrame, fraction: float, seed: int):
 
 
 def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: TrainConfig) -> TrainingRun:
-    import torch
+    """One training run: plan it (strategy, epochs, validation rows), build the data and Trainer, train, keep the
+    best epoch and calibrate (``_after_training``), and record what was done in ``task.meta["training"]``."""
     from transformers import set_seed
 
+    strategy, cfg, train_df, eval_df, notes = _plan_run(task, train_df, eval_df, cfg)
+    set_seed(cfg.seed)   # before _prepare_targets: a head it resets is initialised from the run's seed
+    train_y, eval_y = task._prepare_targets(train_df, eval_df)
+    train_units = _preprocess_all(task, train_df, "training data")
+    eval_units = _preprocess_all(task, eval_df, "evaluation data") if eval_df is not None else None
+
+    set_seed(cfg.seed)
+    weights = task._class_weights(train_y, balance=cfg.class_weights) if cfg.class_weights else None
+    out_dir, cache_dir = _run_dirs(task, cfg, strategy, train_df)
+    model, train_ds, eval_ds, collate = _datasets(task, strategy, cache_dir, (train_units, train_y, train_df),
+                                                  (eval_units, eval_y, eval_df))
+    lr = cfg.learning_rate or task.training.learning_rate[strategy]
+    bs = cfg.batch_size or task.training.batch_size[strategy]
+    keep_best = (_KeepBest(task.training.best_metric, cfg.early_stopping_patience, out_dir if cfg.checkpoints else None)
+                 if eval_ds is not None else None)
+    trainer = _build_trainer(task, model, train_ds, eval_ds, collate, cfg, strategy, out_dir, lr, bs, weights,
+                             [keep_best] if keep_best else [])
+    resume_from = _last_checkpoint(out_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        warn(f"resume=True but no checkpoint was found in {out_dir}; training from the start.")
+    started = time.perf_counter()
+    interrupted = _train(task, trainer, resume_from, out_dir)
+    history = _history(trainer.state.log_history)
+    best_epoch, metrics, calibration = (None, {}, {}) if interrupted else _after_training(
+        task, trainer, keep_best, eval_ds, cfg, notes)
+    seconds = time.perf_counter() - started
+    task.meta["training"] = {"strategy": strategy, "epochs": cfg.epochs, "learning_rate": lr, "batch_size": bs,
+                             "seed": cfg.seed, "data_fingerprint": data_fingerprint(task, train_df), "rows": len(train_df),
+                             "validation_rows": len(eval_df) if eval_df is not None else 0, "best_epoch": best_epoch,
+                             "calibration": calibration, "class_weights": cfg.class_weights, "notes": notes,
+                             "eval_metrics": metrics, "seconds": round(seconds, 1)}
+    return TrainingRun(history=history, strategy=strategy, metrics=metrics,
+                       output_dir=out_dir, seconds=seconds, interrupted=interrupted,
+                       params={"learning_rate": lr, "batch_size": bs, "epochs": cfg.epochs, "weight_decay": cfg.weight_decay},
+                       resumed_from_step=int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
+                       notes=notes, best_epoch=best_epoch, calibration=calibration)
+
+
+def _plan_run(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: TrainConfig):
+    """(strategy, cfg with its epochs, train rows, validation rows or None, notes): the strategy and why, the
+    checked options, and the validation rows held out of the training data where asked (or by default)."""
     strategy, why = _choose_strategy(task, cfg.strategy, len(train_df))
     notes = [why]
     if cfg.epochs is None:
@@ -195,146 +238,138 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     if cfg.early_stopping_patience and eval_df is None:
         raise DataError(_msg("early_stopping_patience needs validation data",
                              fix="pass eval_data=... or validation_split=0.1"))
-    set_seed(cfg.seed)   # before _prepare_targets: a head it resets is initialised from the run's seed
-    train_y, eval_y = task._prepare_targets(train_df, eval_df)
-    train_units = _preprocess_all(task, train_df, "training data")
-    eval_units = _preprocess_all(task, eval_df, "evaluation data") if eval_df is not None else None
+    return strategy, cfg, train_df, eval_df, notes
 
-    set_seed(cfg.seed)
-    weights = task._class_weights(train_y, balance=cfg.class_weights) if cfg.class_weights else None
-    out_dir, cache_dir = _run_dirs(task, cfg, strategy, train_df)
-    if strategy in _CACHED:
-        features, head = (getattr(task, hook) for hook in _CACHED[strategy])
-        model = _HeadModel(head())
-        train_ds = _PairDataset(_cached_features(task, features, train_units, train_df, cache_dir, "train", strategy), train_y)
-        eval_ds = (_PairDataset(_cached_features(task, features, eval_units, eval_df, cache_dir, "eval", strategy), eval_y)
-                   if eval_units else None)
-        collate = task._head_collate
-    else:
-        model = task.model
-        train_ds = _PairDataset(train_units, train_y)
+
+def _datasets(task, strategy: str, cache_dir: Path, train: tuple, evaluation: tuple):
+    """(model to train, train dataset, eval dataset or None, collator). ``train`` / ``evaluation``: (units,
+    targets, rows). A cached strategy trains a small module on features the frozen model computes once."""
+    (train_units, train_y, train_df), (eval_units, eval_y, eval_df) = train, evaluation
+    if strategy not in _CACHED:
         eval_ds = _PairDataset(eval_units, eval_y) if eval_units else None
-        collate = _FullCollator(task)
+        return task.model, _PairDataset(train_units, train_y), eval_ds, _FullCollator(task)
+    features, head = (getattr(task, hook) for hook in _CACHED[strategy])
+    model = _HeadModel(head())      # first: a new head draws its initial weights from the run's seeded RNG
+    train_ds = _PairDataset(_cached_features(task, features, train_units, train_df, cache_dir, "train", strategy), train_y)
+    eval_ds = (_PairDataset(_cached_features(task, features, eval_units, eval_df, cache_dir, "eval", strategy), eval_y)
+               if eval_units else None)
+    return model, train_ds, eval_ds, task._head_collate
 
-    lr = cfg.learning_rate or task.training.learning_rate[strategy]
-    bs = cfg.batch_size or task.training.batch_size[strategy]
-    keep_best = (_KeepBest(task.training.best_metric, cfg.early_stopping_patience, out_dir if cfg.checkpoints else None)
-                 if eval_ds is not None else None)
-    trainer = _build_trainer(task, model, train_ds, eval_ds, collate, cfg, strategy, out_dir, lr, bs, weights,
-                             [keep_best] if keep_best else [])
-    resume_from = _last_checkpoint(out_dir) if cfg.resume else None
-    if cfg.resume and resume_from is None:
-        warn(f"resume=True but no checkpoint was found in {out_dir}; training from the start.")
-    started, interrupted = time.perf_counter(), False
+
+def _train(task, trainer, resume_from: str | None, out_dir: Path) -> bool:
+    """Run the Trainer; True when the user interrupted it (the model keeps the weights it had then)."""
+    import torch
+
     task.model.train()
     try:
         with quiet_transformers(progress_bars=True):   # its notices are not the user's business
             trainer.train(resume_from_checkpoint=resume_from)
     except KeyboardInterrupt:
-        interrupted = True
         _save_interrupted(trainer)
         warn(
             f"Training was interrupted at step {trainer.state.global_step}. The model keeps the weights it had then; "
             f"checkpoints are in {out_dir}. Run fine_tune(..., resume=True) with the same data to continue.")
+        return True
     finally:
         task.model.eval()
         torch.set_grad_enabled(True)
-    history = _history(trainer.state.log_history)
+    return False
+
+
+def _after_training(task, trainer, keep_best, eval_ds, cfg: TrainConfig, notes: list) -> tuple:
+    """(best epoch, validation metrics, calibration) of a finished run: the best epoch's weights restored and
+    the scores calibrated on the validation data, each noted in ``notes``."""
     metrics, calibration, best_epoch = {}, {}, None
-    if keep_best is not None and not interrupted:
+    if keep_best is not None:
         best_epoch = keep_best.restore(trainer.model)
         if best_epoch is not None:
             notes.append(f"kept the weights of epoch {best_epoch:g} of {cfg.epochs:g}, the best on the validation data "
                          f"({keep_best.metric.removeprefix('eval_')} {keep_best.best:.3f})")
-    if eval_ds is not None and not interrupted:
+    if eval_ds is not None:
         metrics, calibration = _final_evaluation(task, trainer, eval_ds)
         if calibration:
             notes.append(f"calibrated the confidence scores on the validation data: temperature "
                          f"{calibration['temperature']:.2f}, calibration error {calibration['error_before']:.3f} -> "
                          f"{calibration['error_after']:.3f}")
-    seconds = time.perf_counter() - started
-    task.meta["training"] = {"strategy": strategy, "epochs": cfg.epochs, "learning_rate": lr, "batch_size": bs,
-                             "seed": cfg.seed, "data_fingerprint": data_fingerprint(task, train_df), "rows": len(train_df),
-                             "validation_rows": len(eval_df) if eval_df is not None else 0, "best_epoch": best_epoch,
-                             "calibration": calibration, "class_weights": cfg.class_weights, "notes": notes,
-                             "eval_metrics": metrics, "seconds": round(seconds, 1)}
-    return TrainingRun(history=history, strategy=strategy, metrics=metrics, output_dir=out_dir, seconds=seconds,
-                       interrupted=interrupted, params={"learning_rate": lr, "batch_size": bs, "epochs": cfg.epochs,
-                                                        "weight_decay": cfg.weight_decay},
-                       resumed_from_step=int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
-                       notes=notes, best_epoch=best_epoch, calibration=calibration)
+    return best_epoch, metrics, calibration
 
 
 _CLASS_WEIGHTS = ("auto", "balanced", None)
 
 
-class _KeepBest:
+class _KeepBestLogic:
     """Keeps the weights of the epoch that scored best on the validation data (in memory, and with
     checkpoints also in the run folder, so a run killed and resumed keeps the same best epoch), and stops
-    after ``patience`` epochs without improvement. Built lazily as a TrainerCallback subclass (import cost)."""
+    after ``patience`` epochs without improvement. ``_KeepBest`` makes it a TrainerCallback."""
 
-    def __new__(cls, metric: str, patience: int | None, save_dir: Path | None = None):
-        from transformers import TrainerCallback
+    def __init__(self, metric: str, patience: int | None, save_dir: Path | None = None):
+        self.metric, self.patience, self.save_dir = metric, patience, save_dir
+        self.best, self.best_epoch, self.state, self.waited = None, None, None, 0
 
-        class KeepBest(TrainerCallback):
-            def __init__(self):
-                self.metric, self.patience = metric, patience
-                self.best, self.best_epoch, self.state, self.waited = None, None, None, 0
+    def _better(self, value) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.metric.endswith("loss") else value > self.best
 
-            def _better(self, value) -> bool:
-                if self.best is None:
-                    return True
-                return value < self.best if self.metric.endswith("loss") else value > self.best
+    def on_train_begin(self, args, state, control, **kw):
+        if self.save_dir is None or not state.global_step:   # a fresh run: nothing to carry over
+            return
+        import json
 
-            def on_train_begin(self, args, state, control, **kw):
-                if save_dir is None or not state.global_step:   # a fresh run: nothing to carry over
-                    return
-                import json
+        from safetensors.torch import load_file
 
-                from safetensors.torch import load_file
+        try:   # resumed: the best epoch before the interruption still counts
+            info = json.loads((self.save_dir / _BEST_INFO).read_text())
+            if info["step"] <= state.global_step:
+                self.state = load_file(str(self.save_dir / _BEST_WEIGHTS))
+                self.best, self.best_epoch, self.waited = info["value"], info["epoch"], info["waited"]
+        except (OSError, ValueError, KeyError):
+            pass
 
-                try:   # resumed: the best epoch before the interruption still counts
-                    info = json.loads((save_dir / _BEST_INFO).read_text())
-                    if info["step"] <= state.global_step:
-                        self.state = load_file(str(save_dir / _BEST_WEIGHTS))
-                        self.best, self.best_epoch, self.waited = info["value"], info["epoch"], info["waited"]
-                except (OSError, ValueError, KeyError):
-                    pass
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+        value = (metrics or {}).get(self.metric)
+        if value is None or model is None or value != value:
+            return
+        if self._better(value):
+            self.best, self.best_epoch, self.waited = value, round(state.epoch or 0, 2), 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self._persist(state.global_step)
+        else:
+            self.waited += 1
+            if self.patience and self.waited >= self.patience:
+                control.should_training_stop = True
 
-            def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-                value = (metrics or {}).get(self.metric)
-                if value is None or model is None or value != value:
-                    return
-                if self._better(value):
-                    self.best, self.best_epoch, self.waited = value, round(state.epoch or 0, 2), 0
-                    self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    self._persist(state.global_step)
-                else:
-                    self.waited += 1
-                    if self.patience and self.waited >= self.patience:
-                        control.should_training_stop = True
+    def _persist(self, step: int) -> None:
+        if self.save_dir is None or process_rank()[0] != 0:
+            return
+        import json
 
-            def _persist(self, step: int) -> None:
-                if save_dir is None or process_rank()[0] != 0:
-                    return
-                import json
+        from safetensors.torch import save_file
 
-                from safetensors.torch import save_file
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.contiguous() for k, v in self.state.items()}
+        atomic_write_bytes(self.save_dir / _BEST_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+        (self.save_dir / _BEST_INFO).write_text(json.dumps(
+            {"value": self.best, "epoch": self.best_epoch, "step": step, "waited": self.waited}))
 
-                save_dir.mkdir(parents=True, exist_ok=True)
-                tensors = {k: v.contiguous() for k, v in self.state.items()}
-                atomic_write_bytes(save_dir / _BEST_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-                (save_dir / _BEST_INFO).write_text(json.dumps(
-                    {"value": self.best, "epoch": self.best_epoch, "step": step, "waited": self.waited}))
+    def restore(self, model):
+        if self.state is None:
+            return None
+        model.load_state_dict(self.state)
+        self.state = None   # free the copy
+        return self.best_epoch
 
-            def restore(self, model):
-                if self.state is None:
-                    return None
-                model.load_state_dict(self.state)
-                self.state = None   # free the copy
-                return self.best_epoch
 
-        return KeepBest()
+def _KeepBest(metric: str, patience: int | None, save_dir: Path | None = None):
+    """A ``_KeepBestLogic`` that is a transformers TrainerCallback (the class is made on first use: import cost)."""
+    return _keep_best_class()(metric, patience, save_dir)
+
+
+@functools.cache
+def _keep_best_class() -> type:
+    from transformers import TrainerCallback
+
+    return type("KeepBest", (_KeepBestLogic, TrainerCallback), {})
 
 
 _BEST_WEIGHTS, _BEST_INFO = "appkit-best-epoch.safetensors", "appkit-best-epoch.json"
@@ -557,8 +592,13 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
 
     trainer = AppkitTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collate,
                             compute_metrics=metrics_fn if task.training.logit_metrics else None, callbacks=callbacks)
-    # Trainer's own bars and raw log dicts give way to appkit's display: a live widget in a notebook,
-    # one bar and a line per epoch in a terminal (appkit.widgets.progress imports ipywidgets only in a kernel)
+    _use_appkit_progress(trainer, task, cfg)
+    return trainer
+
+
+def _use_appkit_progress(trainer, task, cfg: TrainConfig) -> None:
+    """Trainer's own bars and raw log dicts give way to appkit's display: a live widget in a notebook,
+    one bar and a line per epoch in a terminal (appkit.widgets.progress imports ipywidgets only in a kernel)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.utils.notebook import NotebookProgressCallback
 
@@ -568,7 +608,6 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
         from .widgets.progress import progress_callback
 
         trainer.add_callback(progress_callback(metric=task.training.best_metric.removeprefix("eval_")))
-    return trainer
 
 
 def _complete_checkpoints(out_dir: Path) -> list[str]:
@@ -656,6 +695,8 @@ def _sample(trial, space: dict) -> dict:
 
 def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy: str, metric: str | None,
          seed: int, timeout: float | None, validation_split: float) -> TuneResult:
+    """optuna's TPE search over ``space``: each trial fine-tunes from the same starting weights; the model and its
+    meta are put back afterwards, so tuning never changes the model the user holds."""
     import optuna
 
     strategy = resolve_strategy(task, strategy, len(train_df))
@@ -667,20 +708,8 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
     snapshot = copy.deepcopy(task.model.state_dict())
     meta = copy.deepcopy(task.meta)
     tmp = Path(tempfile.mkdtemp(prefix="appkit-tune-"))
-
-    def objective(trial):
-        task.model.load_state_dict(snapshot)
-        params = _sample(trial, space)
-        cfg = TrainConfig(strategy=strategy, seed=seed, output_dir=tmp / f"trial-{trial.number}", progress=False,
-                          checkpoints=False, **params)
-        with warnings.catch_warnings():  # the data warnings were shown once, before the first trial
-            warnings.simplefilter("ignore")
-            run = fine_tune(task, train_df, eval_df, cfg)
-        shutil.rmtree(cfg.output_dir, ignore_errors=True)
-        if metric not in run.metrics:
-            raise DataError(_msg(f"metric={metric!r} is not reported", where=f"available: {sorted(run.metrics)}"))
-        return run.metrics[metric]
-
+    objective = _objective(task, train_df, eval_df, snapshot=snapshot, space=space, strategy=strategy, seed=seed,
+                           metric=metric, tmp=tmp)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "minimize" if metric in ("loss", "wer", "cer") else "maximize"
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
@@ -694,6 +723,29 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
         task.model.load_state_dict(snapshot)  # tuning never changes the model the user holds
         task.meta = meta
         shutil.rmtree(tmp, ignore_errors=True)
+    return _tune_result(study, metric, strategy)
+
+
+def _objective(task, train_df, eval_df, *, snapshot: dict, space: dict, strategy: str, seed: int, metric: str,
+               tmp: Path):
+    """One optuna trial: the starting weights back, settings sampled from ``space``, a fine-tune, its ``metric``."""
+    def objective(trial):
+        task.model.load_state_dict(snapshot)
+        params = _sample(trial, space)
+        cfg = TrainConfig(strategy=strategy, seed=seed, output_dir=tmp / f"trial-{trial.number}", progress=False,
+                          checkpoints=False, **params)
+        with warnings.catch_warnings():  # the data warnings were shown once, before the first trial
+            warnings.simplefilter("ignore")
+            run = fine_tune(task, train_df, eval_df, cfg)
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)
+        if metric not in run.metrics:
+            raise DataError(_msg(f"metric={metric!r} is not reported", where=f"available: {sorted(run.metrics)}"))
+        return run.metrics[metric]
+
+    return objective
+
+
+def _tune_result(study, metric: str, strategy: str) -> TuneResult:
     done = [t for t in study.trials if t.value is not None]
     if not done:
         raise AppkitError(_msg("No trial finished", fix="raise n_trials or timeout"))
@@ -702,4 +754,3 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
     trials["duration"] = trials["duration"].dt.total_seconds()
     return TuneResult(trials=trials, best_params=study.best_params, best_value=study.best_value, metric=metric,
                       strategy=strategy)
-

@@ -105,7 +105,7 @@ def image_case() -> Case:
 
 
 def speech_case(bf16: bool) -> Case:
-    from appkit import _samples_speech as samples
+    from appkit.samples import speech as samples
     from appkit.tasks.speech_recognition import SpeechRecognition as T
 
     speech = samples.drug_name_speech(80, seed=0)            # each drug twice, in different sentences

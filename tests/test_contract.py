@@ -108,7 +108,7 @@ def test_errors_skip_keeps_every_good_item(case, tmp_path):
     with pytest.warns(UserWarning, match="Skipped 1 of 3"):
         out = case.task.predict([case.inputs[0], case.bad_input, case.inputs[1]], errors="skip")
     assert out[1] is None and out[0] is not None and out[2] is not None
-    assert [i for i, _ in case.task.skipped] == [1]
+    assert [i for i, _ in out.skipped] == [1] and case.task.skipped == out.skipped   # on the result, and set once
 
 
 def test_missing_column_is_named_with_the_fix(case, tmp_path):

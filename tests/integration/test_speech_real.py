@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 sf = pytest.importorskip("soundfile")
 
 import appkit  # noqa: E402
-from appkit import _samples_speech as samples  # noqa: E402
+from appkit.samples import speech as samples  # noqa: E402
 from appkit.metrics import wer_cer  # noqa: E402
 
 needs = pytest.mark.skipif(

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 import appkit  # noqa: E402
 from appkit import samples  # noqa: E402
-from appkit._samples_translation import LOCALE_DIR  # noqa: E402
+from appkit.samples.parallel import LOCALE_DIR  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 sf = pytest.importorskip("soundfile")
 jiwer = pytest.importorskip("jiwer")
 
-from appkit import _samples_speech as samples  # noqa: E402
+from appkit.samples import speech as samples  # noqa: E402
 from appkit.backbones import whisper_ct2  # noqa: E402
 
 

@@ -11,11 +11,11 @@ from PIL import Image
 
 import appkit
 from appkit.errors import AppkitError, DataError, MediaError, NotTrainedError
-from appkit.samples import bad_images
 from appkit.media import decode_image
 from appkit.tasks.image_classification import _augment
 
 from ..conftest import make_colour_images, make_tiny_lite_folder
+from ..fixtures import bad_images
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""appkit's modules form layers: no import circle anywhere, runtime choices in one leaf, a light `import appkit`.
+"""appkit's modules form layers: no import circle anywhere, runtime choices in one leaf, a light `import appkit`;
+and its functions stay short (over 40 lines, docstring aside, only with a `# long: <reason>` comment).
 
 Every import counts, function-level ones too: appkit defers heavy imports (torch, transformers, matplotlib)
 into functions, so a circle through them never fails at import time, yet it still ties two modules into one
@@ -118,3 +119,45 @@ def test_import_appkit_is_light_and_quick():
         assert heavy.strip() == "[]", f"import appkit imported {heavy.strip()}"
         best = min(best or 99.0, float(seconds))
     assert best < 0.5, f"import appkit took {best:.2f} s"
+
+
+# ---------------------------------------------------------------------- short functions
+LONG = 40   # lines of a function, its docstring not counted
+
+
+def _long_functions(root: Path = ROOT) -> list[str]:
+    """Functions in appkit/ over LONG lines without a ``# long: <reason>`` comment on the def line or the line above
+    it (above its decorators, if it has any)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            length = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                length -= first.end_lineno - first.lineno + 1
+            top = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            reason = [lines[node.lineno - 1], lines[top - 2] if top > 1 else ""]
+            if length > LONG and not any("# long: " in line for line in reason):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_40_lines_without_a_reason():
+    long = _long_functions()
+    assert not long, ("split these, or say why not in a `# long: <reason>` comment above the def:\n  "
+                      + "\n  ".join(long))
+
+
+def test_a_long_function_is_found_and_a_reason_lets_it_be(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    body = "".join(f"    x{k} = {k}\n" for k in range(LONG - 1))          # a def line + LONG - 1: just right
+    method = body.replace("    x", "        x")
+    (pkg / "a.py").write_text(
+        f'def short():\n    """A docstring does not count."""\n{body}\n\n'
+        f"class C:\n    def long(self):\n{method}        return 1\n\n\n"
+        f"# long: a reason\n@staticmethod\ndef excused():\n{body}    return 1\n")
+    assert _long_functions(pkg) == [f"pkg/a.py:{LONG + 5} long ({LONG + 1} lines)"]

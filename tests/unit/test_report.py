@@ -151,12 +151,15 @@ def test_notebook_safe_touches_text_only():
 
 def test_report_is_a_snapshot_and_prints_rounded(evaluated, tmp_path):
     clf, test, report = evaluated
-    assert not any(obj is clf for obj in vars(report).values())
+    # it holds copies of what it shows, none of the task's own objects
+    assert not any(v is obj for v in vars(report).values() for obj in (clf, clf.labels, clf.meta, clf.metric_info))
     before = report.worst(5).copy()
     html_before = report._repr_html_().split("Made with appkit")[0]
+    shown = (dict(report.metrics), dict(report.intervals), report.summary(), report.runs_in, list(report.labels))
     clf.fine_tune(text_train_frame(), epochs=3, progress=False, output_dir=tmp_path / "run2", learning_rate=0.05)
     pd.testing.assert_frame_equal(report.worst(5), before)
     assert report._repr_html_().split("Made with appkit")[0] == html_before
+    assert (dict(report.metrics), dict(report.intervals), report.summary(), report.runs_in, list(report.labels)) == shown
     copy.deepcopy(report)   # holds no model
     # exact values, rounded display
     m = Metrics(accuracy=0.38258575197889183, n=3)

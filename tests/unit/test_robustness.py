@@ -9,6 +9,7 @@ order is kept.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import warnings
 from pathlib import Path
@@ -56,7 +57,7 @@ def skip_keeps_order(task, good: list, bad: list, **options):
         out = task.predict(items, errors="skip", **options)
     assert len(out) == len(items)
     assert [i for i, r in enumerate(out) if r is None] == bad_at
-    assert [i for i, _ in task.skipped] == bad_at
+    assert [i for i, _ in out.skipped] == bad_at and task.skipped == out.skipped
     got = [r for r in out if r is not None]
     key = next(k for k in ("label", "text", "translation") if k in alone[0])
     assert [r[key] for r in got] == [r[key] for r in alone]
@@ -239,6 +240,19 @@ def test_empty_tables_in_memory_are_answered(clf):
     refused(lambda: clf.fine_tune([], progress=False), match="empty list", kind=DataError)
     refused(lambda: clf.fine_tune(["good", "bad"], progress=False), match="item 0 is a str", kind=DataError)
     refused(lambda: clf.fine_tune(42, progress=False), match="unsupported type int", kind=DataError)
+
+
+def test_what_was_skipped_travels_with_each_call(clf):
+    """Each call's skipped inputs come back on its own result; task.skipped is the last call's, set once."""
+    with pytest.warns(UserWarning, match="Skipped 1 of 3"):
+        first = clf.predict(["good product", None, "fine"], errors="skip")
+    second = clf.predict(["awful drug", "fine"], errors="skip")
+    assert [i for i, _ in first.skipped] == [1] and "input 1" in first.skipped[0][1].lower()
+    assert second.skipped == [] and clf.skipped == []             # the second call did not touch the first's
+    assert first == [first[0], None, first[2]] and isinstance(first, list)
+    assert json.loads(json.dumps(first)) == [dict(first[0]), None, dict(first[2])]
+    assert pickle.loads(pickle.dumps(first)).skipped == first.skipped
+    assert clf.predict([]) == [] and clf.predict([]).skipped == []
 
 
 def test_evaluate_with_skipped_rows_scores_the_rest(clf):

@@ -215,7 +215,8 @@ def test_short_clips_are_packed_into_windows_that_fit(asr):
     keyed = sorted(enumerate(units), key=lambda u: -len(u[1]))
     batches = asr._batches(keyed, batch_size=2)
     assert [k for k, _ in batches[0]] == [0] and units[0].window is None          # 1.5 s: alone
-    assert asr.packing == {"clips": 6, "windows": 2, "retried": 0}  # [0.9, 0.6] and [0.5, 0.4, 0.3, 0.3], 1/6 s apart
+    # [0.9, 0.6] and [0.5, 0.4, 0.3, 0.3], 1/6 s apart; the plan travels with the call's clips, not on the task
+    assert asr._call_facts(keyed) == {"packing": {"clips": 6, "windows": 2, "retried": 0}}
     assert sorted(k for b in batches for k, _ in b) == list(range(7))
     gap = asr.window_s / 12
     for b in batches[1:]:
@@ -231,13 +232,15 @@ def test_packed_predict_keeps_one_result_per_clip_in_order(asr):
     clips = [(_tone(0.3 + 0.1 * k, f=200 + 40 * k), 16000) for k in range(6)]
     alone = asr.predict(clips, pack=False)
     packed = asr.predict(clips)
-    assert asr.packing["clips"] == 6 and asr.packing["windows"] < 6
+    assert packed.packing["clips"] == 6 and packed.packing["windows"] < 6
+    assert asr.packing == packed.packing                  # also set once on the task, at the end of the call
     assert len(packed) == 6 and all(isinstance(r["text"], str) for r in packed)
     # windows [clip 5, 4], [3, 2, 1], [0]. The tiny model's timestamps stop at 0.06 s, so whatever it
     # writes lies in the first clip of a window: clips 4, 2 and 1 get nothing, are in doubt, and are
     # transcribed again alone, exactly as without packing
-    assert asr.packing["retried"] >= 3
+    assert packed.packing["retried"] >= 3
     assert [packed[k] for k in (1, 2, 4)] == [alone[k] for k in (1, 2, 4)]
+    assert alone.packing == {"clips": 0, "windows": 0, "retried": 0}    # each call reports its own packing
     with_times = asr.predict(clips, return_timestamps=True)
     assert all(0 <= c["start"] <= c["end"] <= 0.3 + 0.1 * k + 1e-6 for k, r in enumerate(with_times) for c in r["chunks"])
 
@@ -279,23 +282,23 @@ def _fake_window(asr, monkeypatch, ids, offsets):
 def test_unpack_gives_each_clip_its_segments_and_retries_the_doubtful(asr, monkeypatch):
     import torch
 
-    from appkit.tasks.speech_recognition import _Clip, _Packed
+    from appkit.tasks.speech_recognition import _Clip, _Packed, _Packing
 
     audio = media.open_audio((_tone(3.0), 16000), where="input 0")
     # three pieces of one recording, at 0, 1.0 and 2.0 s in it, packed at 0, 0.7 and 1.3 s in the window
-    units = [_Clip(audio, 0.0, 0.5, _tone(0.5)), _Clip(audio, 1.0, 1.4, _tone(0.4, f=400)),
-             _Clip(audio, 2.0, 2.3, _tone(0.3, f=500))]
+    plan = _Packing(batch_size=8, clips=3, windows=1)
+    units = [_Clip(audio, 0.0, 0.5, _tone(0.5), packing=plan), _Clip(audio, 1.0, 1.4, _tone(0.4, f=400), packing=plan),
+             _Clip(audio, 2.0, 2.3, _tone(0.3, f=500), packing=plan)]
     spans = [(0, 0.0, 0.5), (1, 0.7, 0.4), (2, 1.3, 0.3)]
     eos = asr.model.generation_config.eos_token_id
     alone = asr._postprocess(asr._forward(asr._collate(units, pack=False), return_timestamps=True), units,
                              return_timestamps=True)
     offsets = [{"text": " one", "timestamp": (0.0, 0.45)}, {"text": " two", "timestamp": (0.72, 1.2)}]
     _fake_window(asr, monkeypatch, [7, eos], offsets)              # clip 2 heard nothing
-    asr.packing = {"clips": 3, "windows": 1, "retried": 0}
     out = asr._unpack(_Packed(torch.tensor([[7, eos]]), [spans]), units, return_timestamps=True)
     assert [r["text"] for r in out[:2]] == ["one", "two"]
     assert out[1]["chunks"] == [{"text": "two", "start": 1.02, "end": 1.4}]   # times in the recording, within the clip
-    assert out[2] == alone[2] and asr.packing["retried"] == 1
+    assert out[2] == alone[2] and plan.retried == 1
     _fake_window(asr, monkeypatch, [7, 8], offsets)                # no end of text: cut off by the token budget
     out = asr._unpack(_Packed(torch.tensor([[7, 8]]), [spans]), units, return_timestamps=False)
     plain = asr._postprocess(asr._forward(asr._collate(units, pack=False)), units)
@@ -307,7 +310,7 @@ def test_multilingual_whisper_without_a_language_is_not_packed(asr, monkeypatch)
     keyed = list(enumerate(units))
     monkeypatch.setattr(type(asr), "_multilingual", lambda self: True)
     asr._batches(keyed, batch_size=8)
-    assert all(u.window is None for u in units) and asr.packing["windows"] == 0
+    assert all(u.window is None for u in units) and asr._call_facts(keyed)["packing"]["windows"] == 0
     asr._batches(keyed, batch_size=8, language="de")
     assert any(u.window is not None for u in units)
     asr._batches(keyed, batch_size=8, language="de", task="translate")     # translations are never packed

@@ -1,24 +1,23 @@
-"""Image sample data: a labelled clip-art product set and bad-input fixtures.
+"""Build data/clipart-products/: labelled clip-art pictures of shop products, from Debian's openclipart-png.
 
-Re-exported by ``appkit.samples``. Real images come from Debian's
-``openclipart-png`` (public domain); a small subset is committed under
-``data/clipart-products/`` so tests and notebooks run without the package.
+Source: Debian `openclipart-png` (public domain; `make clipart-source` installs it). Each label takes the
+drawings of a few openclipart folders (PRODUCT_CATEGORIES). Transparency is flattened onto white, empty
+canvas trimmed, the picture padded to a square (never cropped or stretched) and resized. Removed before
+sampling: files filed under two labels, black-and-white twins of a colour drawing, near-duplicates (same
+64-bit difference hash), road signs and scenery filed under vehicles, and drawings too large to decode
+quickly. appkit.samples.clipart_products() reads the result.
+
+    python scripts/build_clipart.py [--out data/clipart-products] [--per-class 40] [--size 128] [--seed 0]
 """
 from __future__ import annotations
 
-import hashlib
-import io
+import argparse
 import random
 import re
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
-from .errors import DataError, _msg, unknown_name
-
 OPENCLIPART_ROOT = Path("/usr/share/openclipart/png")
-CLIPART_DIR = Path(__file__).resolve().parent.parent / "data" / "clipart-products"
 
 # Product-like shop categories -> openclipart folders (not recursive; sub-folders listed).
 PRODUCT_CATEGORIES: dict[str, list[str]] = {
@@ -35,8 +34,6 @@ PRODUCT_CATEGORIES: dict[str, list[str]] = {
 # Not products, though filed under a product folder (road signs and scenery under vehicles).
 NOT_PRODUCTS = re.compile(r"sign|symbol|crossroad|curve_ahead|cycle_lane|cycle_route|parking|lighthouse|road_runner")
 
-
-# ---------------------------------------------------------------- clip-art products
 
 def _on_white(path: Path, size: int):
     """Open a clip-art PNG, flatten transparency onto white, pad to square, resize."""
@@ -98,9 +95,11 @@ def build_clipart_products(out_dir, *, categories: dict[str, list[str]] | None =
     """
     root = Path(root)
     if not root.is_dir():
+        from appkit.errors import DataError, _msg
+
         raise DataError(_msg("The openclipart images are not installed", where=str(root),
-                             fix="run `sudo apt-get install openclipart-png`, or use clipart_products() "
-                                 "for the copy committed in data/"))
+                             fix="run `make clipart-source` (it installs openclipart-png), or use "
+                                 "appkit.samples.clipart_products() for the copy committed in data/"))
     categories = PRODUCT_CATEGORIES if categories is None else categories
     out_dir, rng, hashes, counts = Path(out_dir), random.Random(seed), set(), {}
     for label, paths in _candidates(categories, root, max_pixels).items():
@@ -119,84 +118,16 @@ def build_clipart_products(out_dir, *, categories: dict[str, list[str]] | None =
     return counts
 
 
-def clipart_products(split: str | None = None, *, test_fraction: float = 0.25, folder=CLIPART_DIR):
-    """The committed clip-art product set as a DataFrame: ``image`` (absolute path), ``label``, ``split``.
-
-    The split is stratified: within each label, the ``test_fraction`` of files with the lowest
-    name-hash form the test split. ``split="train"`` or ``"test"`` returns only those rows.
-    """
-    import pandas as pd
-
-    if split not in (None, "train", "test"):
-        raise unknown_name("split", split, ["train", "test"])
-    folder = Path(folder)
-    rows = []
-    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(label_dir.glob("*.jpg"), key=lambda p: hashlib.sha1(p.name.encode()).hexdigest())
-        n_test = max(1, round(len(files) * test_fraction))
-        rows += [{"image": str(p.resolve()), "label": label_dir.name, "split": "test" if i < n_test else "train"}
-                 for i, p in enumerate(files)]
-    if not rows:
-        raise DataError(_msg("No clip-art images found", where=str(folder),
-                             fix="rebuild them with build_clipart_products(folder)"))
-    df = pd.DataFrame(rows).sort_values(["label", "image"], ignore_index=True)
-    if split is None:
-        return df
-    return df[df["split"] == split].drop(columns="split").reset_index(drop=True)
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="data/clipart-products")
+    ap.add_argument("--per-class", type=int, default=40)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    counts = build_clipart_products(args.out, per_class=args.per_class, size=args.size, seed=args.seed)
+    print(f"{sum(counts.values())} pictures in {len(counts)} labels -> {args.out}: {counts}")
 
 
-# ---------------------------------------------------------------- bad inputs
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _bomb_png(side: int = 20000) -> bytes:
-    """A valid 1-bit PNG of side x side white pixels: ~50 KB on disk, 400 megapixels decoded."""
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
-    comp = zlib.compressobj(9)
-    row = b"\x00" + b"\xff" * ((side + 7) // 8)  # filter byte + packed bits
-    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
-
-
-def bad_images(out_dir) -> dict[str, Path]:
-    """Write the awkward and broken image files an image task must handle; return name -> path.
-
-    Broken: ``truncated`` JPEG, ``not_an_image`` (text named .jpg), ``empty`` (0 bytes),
-    ``bomb`` (PNG claiming 20000x20000). Unusual but valid: ``cmyk``, ``grayscale``,
-    ``rgba``, ``sixteen_bit`` (mode I;16), ``palette``, ``exif_rotated`` (orientation tag 6).
-    """
-    import numpy as np
-    from PIL import Image
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:64, 0:96]
-    rgb = Image.fromarray(np.stack([xx * 2, yy * 4, (xx + yy) % 256], -1).astype(np.uint8))  # 96x64 gradient
-    buf = io.BytesIO()
-    rgb.save(buf, "JPEG", quality=90)
-    rgba = rgb.convert("RGBA")
-    rgba.putalpha(Image.fromarray((xx * 255 // 95).astype(np.uint8)))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # camera held sideways: the pixels must be rotated 90 degrees on load
-    writers = {
-        "truncated.jpg": lambda p: p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2]),
-        "not_an_image.jpg": lambda p: p.write_text("This is a text file with a .jpg name.\n"),
-        "empty.jpg": lambda p: p.write_bytes(b""),
-        "cmyk.jpg": lambda p: rgb.convert("CMYK").save(p, "JPEG"),
-        "grayscale.jpg": lambda p: rgb.convert("L").save(p, "JPEG"),
-        "rgba.png": lambda p: rgba.save(p),
-        "sixteen_bit.png": lambda p: Image.fromarray((yy * 1000 + xx).astype(np.uint16)).save(p),
-        "palette.png": lambda p: rgb.quantize(16).save(p),
-        "exif_rotated.jpg": lambda p: rgb.save(p, "JPEG", exif=exif),
-        "bomb.png": lambda p: p.write_bytes(_bomb_png()),
-    }
-    paths = {}
-    for filename, write in writers.items():
-        write(out / filename)
-        paths[filename.rsplit(".", 1)[0]] = out / filename
-    return paths
-
-
-__all__ = ["PRODUCT_CATEGORIES", "bad_images", "build_clipart_products", "clipart_products"]
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Speech data for the speech-recognition case studies: real clips from Debian packages, plus TTS.
+"""Speech sample data for the speech-recognition case studies: real clips from Debian packages, plus TTS.
 
 Every function returns a pandas DataFrame with `audio` (absolute path to a 16 kHz mono
 wav), `text` (reference transcript, normalised: lower case, no punctuation) and slice
@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from appkit.errors import AppkitError, DataError, _msg
+from ..errors import AppkitError, DataError, _msg, unknown_name
+from ._sources import cache_root
 
 SAMPLE_RATE = 16000
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -45,15 +46,9 @@ ENGINES = {
 def normalize_text(text: str) -> str:
     """Lower case, numbers as words, no punctuation but apostrophes: how WER is scored here (the one
     normaliser, appkit.metrics.normalise_text, so a sample's reference reads as the metric compares it)."""
-    from appkit.metrics import normalise_text
+    from ..metrics import normalise_text
 
     return normalise_text(text)
-
-
-def _cache_root() -> Path:
-    from appkit.backbones.whisper_ct2 import cache_dir  # one definition of the cache location
-
-    return cache_dir() / "samples"
 
 
 def _need_file(path: Path, package: str) -> Path:
@@ -141,7 +136,7 @@ def asterisk_prompts(n: int | None = None, seed: int = 0):
     df = pd.DataFrame(rows)
     if n is not None:
         df = df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
-    cache = _cache_root() / f"asterisk-16k-{_generator_key()}"
+    cache = cache_root() / f"asterisk-16k-{_generator_key()}"
     df["audio"] = [str(_to_16k(src, cache / f"{name.replace('/', '__')}.wav"))
                    for name, src in zip(df["name"], df["src"])]
     df["source"], df["speaker"], df["synthetic"] = "asterisk", "allison-smith", False
@@ -153,7 +148,6 @@ def asterisk_prompts(n: int | None = None, seed: int = 0):
 # ---------------------------------------------------------------- synthetic speech
 def _engine_binary(engine: str) -> str:
     if engine not in ENGINES:
-        from appkit.errors import unknown_name
         raise unknown_name("speech engine", engine, ENGINES)
     binary, package, _ = ENGINES[engine]
     path = shutil.which(binary)
@@ -322,7 +316,7 @@ def drug_name_speech(n: int = 40, seed: int = 0, *, engine: str = "flite", voice
     """`drug_name_sentences` spoken by a TTS engine, cached under the appkit cache dir."""
     sentences = drug_name_sentences(n, seed)
     key = _clip_key(n, seed, engine, voice, noise_db, telephone)
-    df = synthesize_speech(sentences["text"], _cache_root() / f"drug-names-{key}", engine=engine,
+    df = synthesize_speech(sentences["text"], cache_root() / f"drug-names-{key}", engine=engine,
                            voice=voice, noise_db=noise_db, telephone=telephone, seed=seed)
     df["term"], df["template"] = sentences["term"].values, sentences["template"].values
     return df
