@@ -171,27 +171,24 @@ def main() -> None:
               f"{scores[k]['bleu']:>7.1f}{memory[k]:>11.0f}")
     peers = [k for k in sides if k != "appkit predict" and k not in ct2_sides]
     best_peer = min(peers, key=seconds.get)
+
+    def row(peer: str, shown: str, notes: str) -> dict:
+        return {"task": f"translate en-de ({len(texts)} held-out)", "appkit": f"predict ({ours_prec})",
+                "peer": shown, "appkit_s": round(seconds["appkit predict"], 1), "peer_s": round(seconds[peer], 1),
+                "quality": f"chrF {scores['appkit predict']['chrf']:.1f} vs {scores[peer]['chrf']:.1f}",
+                "memory": f"{memory['appkit predict']:.0f} vs {memory[peer]:.0f} MB", "notes": notes}
+
     rows = []
     for peer in dict.fromkeys(["generate, 1 text/call", best_peer]):
         print(f"appkit predict vs {peer}: {seconds[peer] / seconds['appkit predict']:.2f}x")
-        rows.append({"task": f"translate en-de ({len(texts)} held-out)", "appkit": f"predict ({ours_prec})",
-                     "peer": f"{peer} ({sides[peer][1]})", "appkit_s": round(seconds["appkit predict"], 1),
-                     "peer_s": round(seconds[peer], 1),
-                     "quality": f"chrF {scores['appkit predict']['chrf']:.1f} vs {scores[peer]['chrf']:.1f}",
-                     "memory": f"{memory['appkit predict']:.0f} vs {memory[peer]:.0f} MB",
-                     "notes": f"{beams} beams both"})
+        rows.append(row(peer, f"{peer} ({sides[peer][1]})", f"{beams} beams both"))
     for peer in ct2_sides:
         print(f"appkit predict vs {peer}: {seconds[peer] / seconds['appkit predict']:.2f}x "
               f"({len(texts) / seconds['appkit predict']:.1f} vs {len(texts) / seconds[peer]:.1f} segments/s, "
               f"chrF {scores['appkit predict']['chrf']:.1f} vs {scores[peer]['chrf']:.1f})")
     if "CTranslate2 int8" in ct2_sides:
-        peer = "CTranslate2 int8"
-        rows.append({"task": f"translate en-de ({len(texts)} held-out)", "appkit": f"predict ({ours_prec})",
-                     "peer": f"{peer} (batch {bs})", "appkit_s": round(seconds["appkit predict"], 1),
-                     "peer_s": round(seconds[peer], 1),
-                     "quality": f"chrF {scores['appkit predict']['chrf']:.1f} vs {scores[peer]['chrf']:.1f}",
-                     "memory": f"{memory['appkit predict']:.0f} vs {memory[peer]:.0f} MB",
-                     "notes": f"{beams} beams both, int8 vs {'bf16' if mt._use_bf16() else 'float32'}"})
+        rows.append(row("CTranslate2 int8", f"CTranslate2 int8 (batch {bs})",
+                        f"{beams} beams both, int8 vs {'bf16' if mt._use_bf16() else 'float32'}"))
     record("translate", rows)
     if ct2_tmp is not None:
         ct2_tmp.cleanup()
