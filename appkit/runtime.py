@@ -78,6 +78,29 @@ def bf16_copy(module):
     return copy.deepcopy(module).to(torch.bfloat16).eval()
 
 
+class _StopForward(Exception):
+    pass
+
+
+def input_of(model, module, batch):
+    """What ``module`` receives when ``model`` runs ``batch``; the forward stops there (the layers above would be
+    computed for nothing)."""
+    captured = {}
+
+    def catch(_, args):
+        captured["x"] = args[0]
+        raise _StopForward
+
+    handle = module.register_forward_pre_hook(catch)
+    try:
+        model(**batch)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured["x"]
+
+
 @contextlib.contextmanager
 def quiet_transformers(*, progress_bars: bool = False):
     """No 'Loading weights' bars or 'newly initialized' notices: appkit says what matters itself.

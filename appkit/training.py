@@ -539,7 +539,7 @@ def _cached_features(task, features, units: list, df: pd.DataFrame, out_dir: Pat
         return cache[key]
     path = out_dir / f"features-{split}-{key}.safetensors"
     if path.exists():
-        feats = load_file(str(path))["features"]
+        feats = _unpack_features(load_file(str(path)))
     else:
         order = sorted(range(len(units)), key=lambda i: -task._length(units[i]))
         bs = task.default_batch_size
@@ -548,17 +548,37 @@ def _cached_features(task, features, units: list, df: pd.DataFrame, out_dir: Pat
         with torch.inference_mode(), task._autocast():
             for k in bar(range(0, len(order), bs), desc=f"features ({split})", unit="batch"):
                 idx = order[k:k + bs]
-                f = features(task._to_device(task._collate([units[i] for i in idx]))).cpu()
-                # bf16 features (Whisper's bf16 encoder copy) stay bf16: lossless, half the memory and disk
-                f = f if f.dtype == torch.bfloat16 else f.float()
-                chunks.update({i: f[j] for j, i in enumerate(idx)})
-        feats = torch.stack([chunks[i] for i in range(len(units))])
+                out = features(task._to_device(task._collate([units[i] for i in idx])))
+                # per-example tensors (a list: text token states, padding dropped) are copied out of the batch
+                rows = [r.clone() for r in out] if isinstance(out, list) else out
+                for j, i in enumerate(idx):
+                    f = rows[j].cpu()
+                    # bf16 features (bf16 inference copies of Whisper or MiniLM) stay bf16: lossless, half the memory
+                    chunks[i] = f if f.dtype == torch.bfloat16 else f.float()
+        feats = [chunks[i] for i in range(len(units))]
+        feats = torch.stack(feats) if len({f.shape for f in feats}) == 1 else feats
         if process_rank()[0] == 0:   # under DDP every rank computes the same features; one writes them
             out_dir.mkdir(parents=True, exist_ok=True)
             # written beside and renamed: a run killed mid-write never leaves a file a later run would trust
-            atomic_write_bytes(path, lambda tmp: save_file({"features": feats.contiguous()}, str(tmp)))
+            atomic_write_bytes(path, lambda tmp: save_file(_pack_features(feats), str(tmp)))
     cache[key] = feats
     return feats
+
+
+def _pack_features(feats) -> dict:
+    """Features as safetensors holds them: one tensor, or for per-example tensors of different lengths (text
+    token states) their concatenation and the lengths."""
+    import torch
+
+    if isinstance(feats, torch.Tensor):
+        return {"features": feats.contiguous()}
+    return {"features": torch.cat(feats).contiguous(), "lengths": torch.tensor([len(f) for f in feats])}
+
+
+def _unpack_features(saved: dict):
+    if "lengths" not in saved:
+        return saved["features"]
+    return list(saved["features"].split(saved["lengths"].tolist()))
 
 
 def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, strategy: str, out_dir: Path,
@@ -576,7 +596,7 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
         save_strategy="epoch" if cfg.checkpoints else "no", save_total_limit=2, save_only_model=False,
         logging_strategy="steps", logging_steps=max(1, steps_per_epoch // 4), logging_first_step=True,
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
-        use_cpu=task.device == "cpu", bf16=(strategy == "full" and task._use_bf16()),
+        use_cpu=task.device == "cpu", bf16=(strategy in ("full", "top") and task._use_bf16()),
         disable_tqdm=not cfg.progress, label_names=["labels"],
     )
     callbacks = [*callbacks, *cfg.callbacks]
@@ -587,6 +607,11 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
             loss, outputs = task._step_loss(model, dict(inputs), weight_t)
             return (loss, outputs) if return_outputs else loss
 
+        def create_optimizer(self, *a, **kw):
+            optimizer = super().create_optimizer(*a, **kw)
+            _scale_head_lr(optimizer, self.model)
+            return optimizer
+
     def metrics_fn(ev):
         return task._trainer_metrics(ev.predictions, ev.label_ids)
 
@@ -594,6 +619,23 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
                             compute_metrics=metrics_fn if task.training.logit_metrics else None, callbacks=callbacks)
     _use_appkit_progress(trainer, task, cfg)
     return trainer
+
+
+def _scale_head_lr(optimizer, model) -> None:
+    """A trained module may ask for a faster learning rate for its new head than for the pretrained layers below
+    it (``head_lr_scale``, on a module with a ``head``): its parameters then get their own optimizer groups."""
+    module = getattr(model, "head", None)
+    scale = getattr(module, "head_lr_scale", None)
+    if not scale or getattr(module, "head", None) is None:
+        return
+    fast = {id(p) for p in module.head.parameters()}
+    groups = list(optimizer.param_groups)
+    optimizer.param_groups.clear()
+    for group in groups:
+        for is_head in (False, True):
+            params = [p for p in group["params"] if (id(p) in fast) == is_head]
+            if params:
+                optimizer.add_param_group({**group, "params": params, "lr": group["lr"] * (scale if is_head else 1)})
 
 
 def _use_appkit_progress(trainer, task, cfg: TrainConfig) -> None:
@@ -703,7 +745,7 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
     if eval_df is None:
         train_df, eval_df = _split_validation(task, train_df, validation_split, seed)
     metric = metric or task.training.best_metric.removeprefix("eval_")
-    space = space or DEFAULT_SPACE[strategy]
+    space = space or getattr(task, "tune_space", {}).get(strategy) or DEFAULT_SPACE[strategy]
     task._prepare_targets(train_df, eval_df)  # fixes labels and head before the snapshot
     snapshot = copy.deepcopy(task.model.state_dict())
     meta = copy.deepcopy(task.meta)

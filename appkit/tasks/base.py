@@ -564,8 +564,8 @@ class Task(Predicts, Trains, Evaluates):
         """Fine-tune on ``train``; returns a TrainingRun whose ``history`` is a DataFrame.
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
-        laptop CPU); "top" (images, EfficientNet-Lite) trains the last block and the head on the cached
-        input of the last block; "full" trains every weight; "auto" = the task's cached strategy on a CPU
+        laptop CPU); "top" trains the last block (EfficientNet-Lite) or the last pretrained layer (BERT-style
+        text encoders) and the head on the cached input of that block or layer; "full" trains every weight; "auto" = the task's cached strategy on a CPU
         or with fewer than 1000 training rows, full on a GPU with more (the run's notes say which and why).
         epochs: None takes the strategy's default (``type(task).training.epochs``: many cheap
         epochs for "head", a few for "full"). With validation data (``eval_data``, or

@@ -28,6 +28,7 @@ import pandas as pd
 from ..errors import MediaError, ModelError, NotTrainedError, _msg, warn
 from ..registry import ModelEntry, register_task
 from ..media import decode_image, image_content_key, thumbnail_html
+from ..runtime import input_of
 from .base import ClassificationTask, TrainingDefaults, TrainsTop
 
 PACKAGED_LITE0 = "appkit:efficientnet-lite0"   # what _catalogue_source hands _load for the packaged model
@@ -257,7 +258,7 @@ class ImageClassification(ClassificationTask, TrainsTop):
 
     def _top_features(self, batch):
         """The input of the model's last block, caught on the way in (the rest of the forward is skipped)."""
-        return _input_of(self.model, _top_layers(self.model)[0], batch)
+        return input_of(self.model, _top_layers(self.model)[0], batch)
 
     def _top(self):
         """The last block and everything after it, as one module: training it trains the saved model's layers."""
@@ -361,29 +362,6 @@ def _top_layers(model):
     if model.config.model_type == "appkit-efficientnet-lite" and enc is not None and len(enc.blocks):
         return (enc.blocks[-1],)
     return None
-
-
-class _StopForward(Exception):
-    pass
-
-
-def _input_of(model, module, batch):
-    """What ``module`` receives when ``model`` runs ``batch``; the forward stops there (the layers above would be
-    computed for nothing)."""
-    captured = {}
-
-    def catch(_, args):
-        captured["x"] = args[0]
-        raise _StopForward
-
-    handle = module.register_forward_pre_hook(catch)
-    try:
-        model(**batch)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    return captured["x"]
 
 
 class _LiteTop:

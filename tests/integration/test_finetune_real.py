@@ -59,6 +59,30 @@ def test_text_default_beats_the_old_cls_head_on_drug_reviews(tmp_path):
     assert m_new["accuracy"] >= m_old["accuracy"], (m_new, m_old)
 
 
+@needs_text
+def test_text_top_trains_the_last_layer_on_real_reviews_and_deploys(tmp_path):
+    """Strategy "top" on the packaged MiniLM: bf16 token states of 600 reviews cached, the last pretrained layer and
+    the head trained; the saved folder (with appkit's mean-pooling layer) is a stock BERT classifier that the plain
+    pipeline loads with the same labels. Measured on the 379 test reviews (bench/finetune.py): accuracy 0.639, macro-F1
+    0.464 in 24 s (the head 0.636 / 0.466 in 8 s, full fine-tuning 0.728 / 0.484 in 225 s)."""
+    from transformers import pipeline
+
+    from appkit.samples import drug_reviews
+
+    train, test = drug_reviews("train"), drug_reviews("test")
+    clf = appkit.load("text-classification")
+    run = clf.fine_tune(train, strategy="top", output_dir=tmp_path / "run", progress=False, checkpoints=False)
+    assert run.strategy == "top" and run.history["train_loss"].notna().sum() > 5
+    m = clf.evaluate(test).metrics
+    print(f"\ndrug reviews: top {m['accuracy']:.3f} / {m['macro_f1']:.3f} (accuracy / macro-F1)")
+    assert m["macro_f1"] >= 0.26 + 0.10 and m["accuracy"] >= 0.60, m     # always 'positive': macro-F1 0.26
+    folder = clf.save(tmp_path / "model")
+    texts = list(test.text[:40])
+    ours = [r["label"] for r in appkit.load("text-classification", folder, precision="float32").predict(texts)]
+    theirs = [r["label"] for r in pipeline("text-classification", model=str(folder), device="cpu")(texts, truncation=True)]
+    assert ours == theirs
+
+
 @needs_image
 def test_image_default_beats_the_previous_head_on_clipart_and_deploys(tmp_path):
     """The previous default held out 20% of the 240 images (6 per class) to pick the epoch, at lr 2e-3; the

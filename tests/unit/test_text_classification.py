@@ -85,7 +85,7 @@ def test_labels_come_from_data_when_not_named(folder):
     assert clf.labels == ["negative", "positive"] and clf.mode == "trained"
 
 
-@pytest.mark.parametrize("strategy", ["head", "full"])
+@pytest.mark.parametrize("strategy", ["head", "top", "full"])
 def test_fine_tune_learns_the_toy_task(strategy, tmp_path):
     # a wider initialisation than BERT's 0.02: a random encoder whose [CLS] features differ between texts
     clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "b", init=0.2))
@@ -112,6 +112,71 @@ def test_saved_folder_is_a_plain_transformers_classifier(folder, tmp_path):
     ours = [r["label"] for r in clf.predict(texts)]
     pipe = pipeline("text-classification", model=str(out), device="cpu")
     assert [r["label"] for r in pipe(texts)] == ours
+
+
+def _mean_pooling_folder(path) -> str:
+    """The tiny BERT saved as a sentence-transformers encoder that pools by mean (as the packaged MiniLM)."""
+    folder = make_tiny_bert_folder(path, init=0.2)
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return folder
+
+
+def test_mean_layer_first_token_is_what_the_layer_outputs(tmp_path):
+    import torch
+
+    from appkit.tasks.text_classification import append_mean_pooling_layer, mean_layer_first_token
+
+    clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "b", init=0.2), labels=["a", "b"])
+    append_mean_pooling_layer(clf.model)
+    batch = clf._collate(["good", "the best drug and really good", "hate it"])   # padded to different lengths
+    encoder = clf.model.base_model.eval()
+    with torch.no_grad():
+        states = encoder(**batch, output_hidden_states=True).hidden_states
+        cheap = mean_layer_first_token(encoder.encoder.layer[-1], states[-2], batch["attention_mask"])
+    torch.testing.assert_close(cheap, states[-1][:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_top_on_cached_token_states_gives_the_models_own_logits(tmp_path):
+    """Strategy "top" trains a module on cached inputs of the last pretrained layer: before training, that module
+    on those inputs must give exactly what the whole model gives (else it trains something the saved model is not)."""
+    import torch
+
+    from appkit.tasks.text_classification import append_mean_pooling_layer
+
+    clf = appkit.load("text-classification", _mean_pooling_folder(tmp_path / "mean"), labels=["a", "b", "c"],
+                      precision="float32")
+    append_mean_pooling_layer(clf.model)
+    batch = clf._collate(["good", "the best drug and really good", "hate it"])
+    clf.model.eval()
+    with torch.no_grad():
+        states = clf._top_features(batch)
+        assert [len(s) for s in states] == batch["attention_mask"].sum(1).tolist()   # padding dropped
+        ours = clf._top().eval()(clf._head_collate([(s, 0) for s in states])["features"])
+        torch.testing.assert_close(ours, clf.model(**batch).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_top_trains_the_last_layer_keeps_the_pooling_and_saves_a_plain_classifier(tmp_path):
+    import torch
+    from transformers import pipeline
+
+    clf = appkit.load("text-classification", _mean_pooling_folder(tmp_path / "mean"))
+    train = text_train_frame(48)
+    layer_before = {k: v.clone() for k, v in clf.model.base_model.encoder.layer[1].state_dict().items()}
+    run = clf.fine_tune(train, strategy="top", learning_rate=3e-3, epochs=8, eval_data=train.head(12),
+                        output_dir=tmp_path / "r", progress=False)
+    assert run.strategy == "top" and run.metrics["accuracy"] >= 0.9
+    layers = clf.model.base_model.encoder.layer
+    assert len(layers) == 3                       # the two pretrained layers and the mean-pooling one
+    after = layers[1].state_dict()
+    assert any(not torch.equal(layer_before[k], after[k]) for k in layer_before)   # the last pretrained layer trained
+    assert not layers[0].attention.self.query.weight.eq(0).all()
+    assert layers[2].attention.self.query.weight.eq(0).all()        # the pooling layer still averages
+    out = clf.save(tmp_path / "saved")
+    texts = ["good great product", "hate it terrible", "the best drug", "sad it is bad"]
+    ours = [r["label"] for r in appkit.load("text-classification", out, precision="float32").predict(texts)]
+    theirs = [r["label"] for r in pipeline("text-classification", model=str(out), device="cpu")(texts)]
+    assert ours == theirs == [r["label"] for r in clf.predict(texts)]
 
 
 def test_loading_a_folder_of_another_task_is_refused(folder, tmp_path):

@@ -14,7 +14,8 @@ def clf(tmp_path):
     return appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "bert"))
 
 
-def test_interrupted_training_keeps_its_work_and_resumes(clf, tmp_path):
+@pytest.mark.parametrize("strategy", ["head", "top"])
+def test_interrupted_training_keeps_its_work_and_resumes(strategy, clf, tmp_path):
     from transformers import TrainerCallback
 
     class StopAtStep(TrainerCallback):
@@ -34,12 +35,14 @@ def test_interrupted_training_keeps_its_work_and_resumes(clf, tmp_path):
     transformers.Trainer.__init__ = patched
     try:
         with pytest.warns(UserWarning, match="interrupted at step 5.*resume=True"):
-            run = clf.fine_tune(train, strategy="head", epochs=4, batch_size=8, output_dir=out, progress=False)
+            run = clf.fine_tune(train, strategy=strategy, epochs=4, batch_size=8, output_dir=out, progress=False)
     finally:
         transformers.Trainer.__init__ = original
     assert run.interrupted
     assert (out / "checkpoint-5").is_dir()
-    resumed = clf.fine_tune(train, strategy="head", epochs=4, batch_size=8, output_dir=out, resume=True, progress=False)
+    # a new kernel: the features come back from the run folder ("top": one [tokens, hidden] tensor per text)
+    again = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "bert"))
+    resumed = again.fine_tune(train, strategy=strategy, epochs=4, batch_size=8, output_dir=out, resume=True, progress=False)
     assert not resumed.interrupted
     assert resumed.history["step"].max() == 24          # 48 / 8 * 4 steps in all
     assert resumed.resumed_from_step == 5               # started where it stopped
