@@ -12,8 +12,9 @@ to the rule, printed in the output: a full fine-tune takes minutes on 2 cores, s
 --full-rounds rounds (default 1) after its warm-up; the cheap strategies get --rounds (>= 3) interleaved.
 
 The cheap strategies, at their defaults: "head" (the frozen model's features computed once, then only the
-classification head, or Whisper's decoder, trained) and, for images, "top" (the features below the last
-block computed once, then the last block, the 1x1 head convolution and the classifier trained). Each timed
+classification head, or Whisper's decoder, trained) and "top": for images the features below the last block
+computed once, then the last block, the 1x1 head convolution and the classifier trained; for text the token
+states entering the last pretrained layer computed once, then that layer and the head trained. Each timed
 round starts from a freshly loaded model and an empty feature cache, so computing the features is timed.
 Loading the model is not timed (the same for every side). `tune` rows: 10 optuna trials of the default
 strategy, timed once, to show that trials reuse the cached features (cost vs one fine_tune).
@@ -84,6 +85,8 @@ def text_case(bf16: bool, train_rows: int | None, max_length: int) -> Case:
 
     train, test = drug_reviews("train").head(train_rows), drug_reviews("test")
     sides = [Side("head", "head", "auto", _settings(T, "head"), "bf16 features, float32 head" if bf16 else "float32"),
+             Side("top", "top", "auto", _settings(T, "top") + ", head lr x30",
+                  "bf16 token states, last layer + head in bf16 autocast" if bf16 else "float32"),
              Side("full float32", "full", "float32", _settings(T, "full"), "float32")]
     if bf16:
         sides.append(Side("full bf16", "full", "auto", _settings(T, "full"), "bf16 (Trainer bf16=True)"))

@@ -2,7 +2,7 @@
 by a margin, images at least matching it), the saved folder is a plain transformers model that transformers.pipeline loads with the same labels,
 and an interrupted run resumes. bench/finetune.py measures the same strategies against full fine-tuning.
 
-About 3-4 minutes on 2 idle cores (17 minutes at load average 12) (features of 600 reviews twice, of 320 clip-art images three times).
+About 4 minutes on 2 idle cores (17 minutes at load average 12) (features of 600 reviews three times, of 320 clip-art images three times).
 """
 from __future__ import annotations
 
