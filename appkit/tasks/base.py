@@ -648,6 +648,8 @@ class Task(Predicts, Trains, Evaluates):
                 raise DataError(_msg(f"slice_by={s!r} is not a column of the evaluation data",
                                      where=f"its columns are {list(df.columns)}"))
         self._check_eval_targets(df)
+        if "top_k" in self.predict_options and getattr(self, "labels", None):
+            options.setdefault("top_k", len(self.labels))   # every label's score: the report's curves need them
         results = self._run(list(df[self.input_column]), batch_size=batch_size, errors=errors, where="row",
                             progress=progress, **options)
         return build_report(self, df, results, slices=slices)
@@ -704,6 +706,13 @@ class Task(Predicts, Trains, Evaluates):
         return f"<appkit {self.task}: {name}{labels}, device={self.device}>"
 
 
+# A result keeps every label's score up to this many labels; beyond, the top MANY_LABELS_TOP_K (as transformers'
+# image pipeline), unless top_k says otherwise: all 1000 ImageNet scores as a dict cost 213 KB per image
+# (bench/predict_memory.py --task image: 10,000 images grew memory by 2 GB). evaluate() always keeps them all.
+ALL_SCORES_MAX_LABELS = 20
+MANY_LABELS_TOP_K = 5
+
+
 class ClassificationTask(Task, TrainsHead, abstract=True):
     """Shared by text and image classification: labels, class weights, softmax results, the report.
 
@@ -732,6 +741,8 @@ class ClassificationTask(Task, TrainsHead, abstract=True):
 
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         labels = self._predict_labels()
+        if top_k is None and len(labels) > ALL_SCORES_MAX_LABELS:
+            top_k = MANY_LABELS_TOP_K
         out = []
         for p in probs:
             order = p.argsort()[::-1]

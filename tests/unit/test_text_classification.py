@@ -247,3 +247,17 @@ def test_other_transformers_classifiers_load_with_their_labels_and_train_their_h
 def test_an_unreachable_hub_id_is_a_clear_error_not_a_traceback():
     with pytest.raises(AppkitError, match="Could not load 'no-such-org/no-such-model'.*offline, pick a catalogue model"):
         appkit.load("text-classification", "no-such-org/no-such-model")
+
+
+def test_many_labels_keep_the_top_five_scores_unless_asked_and_evaluate_keeps_all(folder):
+    """All 1000 ImageNet scores as a dict cost 213 KB per result (10,000 images: 2 GB): beyond 20 labels a result
+    keeps the top 5 (as transformers' image pipeline); top_k asks for more; evaluate needs and keeps every score."""
+    labels = [f"label{i}" for i in range(30)]
+    clf = appkit.load("text-classification", folder, labels=labels)
+    r = clf.predict("good product")
+    assert len(r["scores"]) == 5 and r["label"] == next(iter(r["scores"]))
+    assert len(clf.predict("good product", top_k=30)["scores"]) == 30
+    report = clf.evaluate(pd.DataFrame({"text": ["good", "bad", "fine"], "label": ["label0", "label1", "label2"]}))
+    assert all(len(s) == 30 for s in report.table["scores"])
+    few = appkit.load("text-classification", folder, labels=labels[:3])
+    assert len(few.predict("good product")["scores"]) == 3
