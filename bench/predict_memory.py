@@ -1,24 +1,45 @@
-"""Peak memory of predicting a 100,000-row DataFrame column of text with the packaged text model.
+"""Peak memory of predicting many inputs at once: 100,000 rows of text, 10,000 images, or hours of audio.
 
-appkit checks every text first (cheap: the strings themselves are kept, not copies), then streams
+text: appkit checks every text first (cheap: the strings themselves are kept, not copies), then streams
 them through the model one batch at a time (64 texts, cut at 256 tokens), so what grows with the
 number of rows is only the results (one small dict per row) and the output DataFrame's columns.
 A copy of the tokenised corpus, or every batch's activations, would instead grow by tens of
 kilobytes per row.
 
-Peer: the bound stated below, from what must be held: the user's DataFrame and its copy with the
-prediction columns, one result per row, and one batch of activations. Prints the resident memory
-(RSS, sampled every 10 ms) before, at the peak of and after ``predict``, the growth per row, and
-whether the peak stayed within the bound; exits 1 if not.
+image: 10,000 clip-art files (the 320 of ``appkit.samples.clipart_products()``, repeated) given as a list
+of paths to the packaged EfficientNet-Lite0. Every image is decoded and cropped before any model work (a bad
+file fails first), and kept as 3 x 224 x 224 uint8 (147 KB) until the call ends; each result holds the top 5
+of the 1,000 ImageNet scores (all 1,000, the default before, were about 50 KB per image). Both grow with the
+number of images; the activations do not.
 
-    python bench/predict_memory.py [--n 100000] [--seed 0] [--model FOLDER]
+speech: real short clips (LibriVox and Asterisk prompts, ``appkit.samples.speech``, repeated) given as a
+list of paths to the packaged Whisper tiny.en. Every clip is read before any model work and kept as 16 kHz
+float32 (220 MB per hour of audio) until the call ends. 10 hours would take 40-90 minutes on 2 busy cores,
+so ``--minutes`` of audio are transcribed in three calls holding 1/7, 2/7 and 4/7 of it, each in a fresh
+process (so no call reuses what an earlier one left in the allocator), the growth per hour is fitted from
+their peaks, and the 10-hour figure is extrapolated linearly from the measured minutes (said so in the
+output and in the recorded row). Each call should run several full batches (8 packed 30 s windows, about
+1.5 min of these clips), so use ``--minutes 20`` or more; a smaller run checks the script, not the slope.
+
+Peer: the bound stated below for each task, from what must be held: the inputs as appkit keeps them, one
+result per input, and one batch of activations. Prints the resident memory (RSS, sampled every 10 ms)
+before, at the peak of and after ``predict``, the growth per input (per hour of audio), and whether the
+peak stayed within the bound; exits 1 if not.
+
+    python bench/predict_memory.py [--task text] [--n 100000] [--seed 0] [--model FOLDER] [--threads N]
+    python bench/predict_memory.py --task image [--n 10000] [--threads N]
+    python bench/predict_memory.py --task speech [--minutes 28] [--seed 0] [--threads N]
 
 ``--model`` takes another text-classification folder (e.g. a tiny one, to check the per-row growth
 quickly on a busy machine); the default is the packaged MiniLM-L6 (zero-shot with three labels).
+``--threads`` sets torch's threads (default: torch's own); on a machine whose cores another process keeps
+busy, ``--threads 1`` is far faster (two threads wait on each other: 48 images took 103 s with 2, 1.7 s with 1).
+Results: bench/results/predict_memory.json (text), predict_memory_image.json, predict_memory_speech.json.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import re
@@ -31,6 +52,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 BOUND_FIXED_MB = 400        # one batch of 64 x 256 tokens through MiniLM-L6 (activations, attention), allocator slack
 BOUND_PER_ROW_KB = 2.0      # a result dict with its scores, the output frame's two columns, the sort order
+
+# image: one batch of 8 x 3 x 224 x 224 through EfficientNet-Lite0 (its largest activations are 8 x 32 x 112 x 112
+# float32, 13 MB each, a few alive at once), oneDNN's scratch, the batch's float32 copy, allocator slack
+IMAGE_FIXED_MB = 150
+# per image: the decoded, cropped 3 x 224 x 224 uint8 (147 KB), held until the call ends; the result dict with its
+# top-5 scores (~1 KB); list slots, allocator slack
+IMAGE_PER_IMAGE_KB = 155
+
+# speech: one batch of 8 x 30 s windows through Whisper tiny.en in bfloat16: log-mel features (8 x 80 x 3000 float32,
+# 8 MB), the encoder's activations (8 x 1500 x 384; its MLP 4x that), the decoder's cross-attention cache (4 layers x
+# K and V x 8 x 1500 x 384, 74 MB); oneDNN's cache of bfloat16 kernels (~150 MB, measured); allocator slack
+SPEECH_FIXED_MB = 500
+# per hour of audio: the 16 kHz float32 samples of every clip (16000 x 4 B x 3600 s = 220 MB), held until the call
+# ends; ~1,800 clips' objects and result dicts (a few MB); allocator slack
+SPEECH_PER_HOUR_MB = 250
+SPEECH_HOURS = 10
 
 
 def texts(n: int, seed: int) -> list[str]:
@@ -48,23 +85,22 @@ def texts(n: int, seed: int) -> list[str]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default=None, help="a text-classification folder (default: the packaged MiniLM-L6)")
-    args = ap.parse_args()
-    warnings.simplefilter("ignore")
+def verdict(grew: float, bound: float) -> str:
+    return "within" if grew <= bound else "EXCEEDED"
+
+
+def run_text(args) -> int:
     import pandas as pd
     import torch
 
     import appkit
 
+    n = args.n or 100_000
     clf = appkit.load("text-classification", args.model, labels=["negative", "neutral", "positive"])
     clf.predict(["warm-up"] * 8)
-    df = pd.DataFrame({"id": range(args.n), "text": texts(args.n, args.seed)})
+    df = pd.DataFrame({"id": range(n), "text": texts(n, args.seed)})
     chars = int(df.text.str.len().sum())
-    print(f"{args.n:,} rows, {chars / args.n:.0f} characters on average ({chars / 2**20:.1f} MB of text); "
+    print(f"{n:,} rows, {chars / n:.0f} characters on average ({chars / 2**20:.1f} MB of text); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {clf.meta.get('catalogue') or args.model}")
     before = rss_mb()
     t0 = time.perf_counter()
@@ -72,20 +108,159 @@ def main() -> int:
         out = clf.predict(df, column="text", progress=False)
     seconds = time.perf_counter() - t0
     after = rss_mb()
-    assert len(out) == args.n and out["pred_label"].notna().all()
+    assert len(out) == n and out["pred_label"].notna().all()
     grew = peak.peak - before
-    bound = BOUND_FIXED_MB + BOUND_PER_ROW_KB * args.n / 1024
+    bound = BOUND_FIXED_MB + BOUND_PER_ROW_KB * n / 1024
     print(f"RSS before predict {before:.0f} MB, peak {peak.peak:.0f} MB, after {after:.0f} MB (holding the result frame)")
-    print(f"peak growth {grew:.0f} MB = {grew * 1024 / args.n:.2f} KB per row; "
-          f"bound {BOUND_FIXED_MB} MB + {BOUND_PER_ROW_KB} KB/row = {bound:.0f} MB: {'within' if grew <= bound else 'EXCEEDED'}")
-    print(f"{args.n / seconds:.0f} texts/s ({seconds:.0f} s); labels {out.pred_label.value_counts().to_dict()}")
+    print(f"peak growth {grew:.0f} MB = {grew * 1024 / n:.2f} KB per row; "
+          f"bound {BOUND_FIXED_MB} MB + {BOUND_PER_ROW_KB} KB/row = {bound:.0f} MB: {verdict(grew, bound)}")
+    print(f"{n / seconds:.0f} texts/s ({seconds:.0f} s); labels {out.pred_label.value_counts().to_dict()}")
     record("predict_memory", [{
-        "task": f"text predict, {args.n:,} rows", "appkit": "predict(df, column=...)", "peer": "stated bound",
+        "task": f"text predict, {n:,} rows", "appkit": "predict(df, column=...)", "peer": "stated bound",
         "appkit_s": round(seconds, 1), "peer_s": None,
-        "quality": f"all {args.n:,} rows labelled",
-        "memory": f"+{grew:.0f} MB ({grew * 1024 / args.n:.2f} KB/row; bound {bound:.0f} MB)",
+        "quality": f"all {n:,} rows labelled",
+        "memory": f"+{grew:.0f} MB ({grew * 1024 / n:.2f} KB/row; bound {bound:.0f} MB)",
         "notes": "within the bound" if grew <= bound else "BOUND EXCEEDED"}])
     return 0 if grew <= bound else 1
+
+
+def run_image(args) -> int:
+    import torch
+
+    import appkit
+    from appkit.samples import clipart_products
+
+    n = args.n or 10_000
+    files = list(clipart_products().image)
+    paths = [files[i % len(files)] for i in range(n)]
+    clf = appkit.load("image-classification")
+    clf.predict(files[:8], progress=False)
+    print(f"{n:,} image paths ({len(files)} clip-art files repeated); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; model {clf.meta.get('catalogue')}")
+    before = rss_mb()
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        out = clf.predict(paths, progress=False)
+    seconds = time.perf_counter() - t0
+    after = rss_mb()
+    assert len(out) == n and all(r and r["label"] for r in out)
+    grew = peak.peak - before
+    bound = IMAGE_FIXED_MB + IMAGE_PER_IMAGE_KB * n / 1024
+    print(f"RSS before predict {before:.0f} MB, peak {peak.peak:.0f} MB, after {after:.0f} MB (holding the results)")
+    print(f"peak growth {grew:.0f} MB = {grew * 1024 / n:.1f} KB per image; bound {IMAGE_FIXED_MB} MB + "
+          f"{IMAGE_PER_IMAGE_KB} KB/image = {bound:.0f} MB: {verdict(grew, bound)}")
+    print(f"{n / seconds:.0f} images/s ({seconds:.0f} s); {len(out[0]['scores'])} scores per result")
+    record("predict_memory_image", [{
+        "task": f"predict memory image ({n:,} images)", "appkit": "predict(list of paths)", "peer": "stated bound",
+        "appkit_s": round(seconds, 1), "peer_s": None, "quality": f"all {n:,} images labelled",
+        "memory": f"+{grew:.0f} MB ({grew * 1024 / n:.1f} KB/image; bound {bound:.0f} MB)",
+        "notes": ("within the bound" if grew <= bound else "BOUND EXCEEDED")
+                 + f"; each result keeps {len(out[0]['scores'])} scores"}])
+    return 0 if grew <= bound else 1
+
+
+def speech_clips(minutes: float, seed: int, window_s: float) -> list[tuple[str, float]]:
+    """(path, seconds) of real short clips (each under one model window), shuffled and repeated to `minutes`."""
+    import pandas as pd
+
+    from appkit.samples.speech import asterisk_prompts, librivox_clips
+
+    pool = pd.concat([librivox_clips(), asterisk_prompts()])[["audio", "duration_s"]]
+    pool = list(pool[pool.duration_s < window_s].itertuples(index=False, name=None))
+    random.Random(seed).shuffle(pool)
+    out, total = [], 0.0
+    while total < minutes * 60:
+        out.append(pool[len(out) % len(pool)])
+        total += out[-1][1]
+    return out
+
+
+def one_call(minutes: float, seed: int, threads: int | None) -> dict:
+    """In a fresh process: load the model, warm it up on 8 clips, then one predict of `minutes` of clips.
+    Returns the call's hours of audio, its peak and after-call RSS above the RSS before it (MB), and seconds."""
+    warnings.simplefilter("ignore")
+    import torch
+
+    import appkit
+
+    if threads:
+        torch.set_num_threads(threads)
+    clf = appkit.load("speech-recognition")
+    clips = speech_clips(minutes, seed, clf.window_s)
+    paths = [p for p, _ in clips]
+    clf.predict(paths[:8], progress=False)       # the bfloat16 copy of the model is made here, as the weights, once
+    gc.collect()
+    before, t0 = rss_mb(), time.perf_counter()
+    with PeakRSS() as peak:
+        out = clf.predict(paths, progress=False)
+    seconds = time.perf_counter() - t0
+    assert len(out) == len(paths) and all(r is not None for r in out)
+    return {"hours": sum(s for _, s in clips) / 3600, "clips": len(paths),
+            "before": before, "peak": peak.peak - before, "after": rss_mb() - before, "seconds": seconds,
+            "setup": f"torch {torch.__version__}, {torch.get_num_threads()} threads; model "
+                     f"{clf.meta.get('catalogue')}, {clf.runs_in}"}
+
+
+def measure_speech(args) -> list[dict]:
+    """One predict call per size (1/7, 2/7, 4/7 of --minutes), each in a fresh process, so that no call reuses
+    what an earlier one left in the allocator: each is what a user's one call of that size needs."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    calls = []
+    for share in (1, 2, 4):
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            c = pool.submit(one_call, args.minutes * share / 7, args.seed, args.threads).result()
+        calls.append(c)
+        print(f"  {c['clips']:,} clips, {c['hours'] * 60:.1f} min of audio, {c['seconds']:.0f} s: RSS before "
+              f"{c['before']:.0f} MB, peak +{c['peak']:.0f} MB, after +{c['after']:.0f} MB (holding the results)")
+    return calls
+
+
+def run_speech(args) -> int:
+    import numpy as np
+
+    print(f"{args.minutes:.0f} min of real LibriVox and Asterisk clips (repeated) in three calls of 1/7, 2/7 and 4/7, "
+          f"each in a fresh process after an 8-clip warm-up")
+    calls = measure_speech(args)
+    hours = np.array([c["hours"] for c in calls])
+    per_hour, fixed = np.polyfit(hours, [c["peak"] for c in calls], 1)
+    at_10 = fixed + per_hour * SPEECH_HOURS
+    bound = SPEECH_FIXED_MB + SPEECH_PER_HOUR_MB * SPEECH_HOURS
+    measured_ok = all(c["peak"] <= SPEECH_FIXED_MB + SPEECH_PER_HOUR_MB * c["hours"] for c in calls)
+    ok = measured_ok and at_10 <= bound
+    seconds, minutes = sum(c["seconds"] for c in calls), hours.sum() * 60
+    print(f"{calls[0]['setup']}; fitted from the three peaks: {fixed:.0f} MB + {per_hour:.0f} MB per hour of audio; "
+          f"every call {'within' if measured_ok else 'NOT within'} {SPEECH_FIXED_MB} MB + {SPEECH_PER_HOUR_MB} MB/h")
+    print(f"{SPEECH_HOURS} h EXTRAPOLATED from {minutes:.0f} measured minutes (not run): +{at_10:.0f} MB; bound "
+          f"{SPEECH_FIXED_MB} MB + {SPEECH_PER_HOUR_MB} MB/h x {SPEECH_HOURS} = {bound} MB: {verdict(at_10, bound)}")
+    print(f"{minutes * 60 / seconds:.0f}x real time ({seconds:.0f} s for {minutes:.1f} min)")
+    record("predict_memory_speech", [{
+        "task": f"predict memory speech ({SPEECH_HOURS} h, extrapolated from {minutes:.0f} min)",
+        "appkit": "predict(list of clip paths)", "peer": "stated bound", "appkit_s": round(seconds, 1),
+        "peer_s": None, "quality": f"all {sum(c['clips'] for c in calls):,} clips transcribed",
+        "memory": f"+{calls[-1]['peak']:.0f} MB at {hours[-1] * 60:.0f} min; {fixed:.0f} MB + {per_hour:.0f} MB/h "
+                  f"fitted; {SPEECH_HOURS} h: +{at_10:.0f} MB (bound {bound} MB)",
+        "notes": (f"{SPEECH_HOURS} h extrapolated from {minutes:.0f} measured minutes, not run; each call in a fresh "
+                  "process (the process peak below is the parent's); " + ("within the bound" if ok else "BOUND EXCEEDED"))}])
+    return 0 if ok else 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=["text", "image", "speech"], default="text")
+    ap.add_argument("--n", type=int, default=None, help="rows (text, default 100,000) or images (default 10,000)")
+    ap.add_argument("--minutes", type=float, default=28, help="speech: minutes of audio transcribed in all (default 28)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=None, help="text: a text-classification folder (default: packaged MiniLM-L6)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return {"text": run_text, "image": run_image, "speech": run_speech}[args.task](args)
 
 
 if __name__ == "__main__":
