@@ -180,8 +180,8 @@ class TrainsHead(ABC):
 
 
 class TrainsTop(ABC):
-    """What strategy "top" needs as well (e.g. EfficientNet-Lite): the input of the model's last block, computed
-    once, and the last block with everything after it, trained on those inputs."""
+    """What strategy "top" needs as well (EfficientNet-Lite, BERT-style text encoders): the input of the model's
+    last block (or layer), computed once, and that block with everything after it, trained on those inputs."""
 
     @abstractmethod
     def _top_features(self, batch):
@@ -565,7 +565,8 @@ class Task(Predicts, Trains, Evaluates):
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
         laptop CPU); "top" trains the last block (EfficientNet-Lite) or the last pretrained layer (BERT-style
-        text encoders) and the head on the cached input of that block or layer; "full" trains every weight; "auto" = the task's cached strategy on a CPU
+        text encoders) and the head on the cached input of that block or layer; "full" trains every weight;
+        "auto" = the task's cached strategy on a CPU
         or with fewer than 1000 training rows, full on a GPU with more (the run's notes say which and why).
         epochs: None takes the strategy's default (``type(task).training.epochs``: many cheap
         epochs for "head", a few for "full"). With validation data (``eval_data``, or

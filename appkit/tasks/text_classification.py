@@ -29,7 +29,7 @@ from ..runtime import bf16_copy, input_of, weights_key
 from .base import ClassificationTask, TrainingDefaults, TrainsTop
 
 _BATCH_TOKENS = 4096            # tokens per predict batch at most (see TextClassification._batches)
-_ZERO_SHOT_TEMPERATURE = 20.0
+_ZERO_SHOT_TEMPERATURE = 20.0  # cosine similarities sit in a narrow band; sharpen them into probabilities
 TOP_LAYERS = 1
 TOP_HEAD_LR_SCALE = 30.0      # strategy "top": the new head learns this much faster than the pretrained layer
 
