@@ -85,6 +85,16 @@ def texts(n: int, seed: int) -> list[str]:
     return out
 
 
+def measured(call):
+    """(what call() returned, its seconds, RSS before it, the peak RSS while it ran, RSS after it) in MB."""
+    before = rss_mb()
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        out = call()
+    seconds = time.perf_counter() - t0
+    return out, seconds, before, peak.peak, rss_mb()
+
+
 def verdict(grew: float, bound: float) -> str:
     return "within" if grew <= bound else "EXCEEDED"
 
@@ -102,16 +112,11 @@ def run_text(args) -> int:
     chars = int(df.text.str.len().sum())
     print(f"{n:,} rows, {chars / n:.0f} characters on average ({chars / 2**20:.1f} MB of text); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {clf.meta.get('catalogue') or args.model}")
-    before = rss_mb()
-    t0 = time.perf_counter()
-    with PeakRSS() as peak:
-        out = clf.predict(df, column="text", progress=False)
-    seconds = time.perf_counter() - t0
-    after = rss_mb()
+    out, seconds, before, peak, after = measured(lambda: clf.predict(df, column="text", progress=False))
     assert len(out) == n and out["pred_label"].notna().all()
-    grew = peak.peak - before
+    grew = peak - before
     bound = BOUND_FIXED_MB + BOUND_PER_ROW_KB * n / 1024
-    print(f"RSS before predict {before:.0f} MB, peak {peak.peak:.0f} MB, after {after:.0f} MB (holding the result frame)")
+    print(f"RSS before predict {before:.0f} MB, peak {peak:.0f} MB, after {after:.0f} MB (holding the result frame)")
     print(f"peak growth {grew:.0f} MB = {grew * 1024 / n:.2f} KB per row; "
           f"bound {BOUND_FIXED_MB} MB + {BOUND_PER_ROW_KB} KB/row = {bound:.0f} MB: {verdict(grew, bound)}")
     print(f"{n / seconds:.0f} texts/s ({seconds:.0f} s); labels {out.pred_label.value_counts().to_dict()}")
@@ -137,16 +142,11 @@ def run_image(args) -> int:
     clf.predict(files[:8], progress=False)
     print(f"{n:,} image paths ({len(files)} clip-art files repeated); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; model {clf.meta.get('catalogue')}")
-    before = rss_mb()
-    t0 = time.perf_counter()
-    with PeakRSS() as peak:
-        out = clf.predict(paths, progress=False)
-    seconds = time.perf_counter() - t0
-    after = rss_mb()
+    out, seconds, before, peak, after = measured(lambda: clf.predict(paths, progress=False))
     assert len(out) == n and all(r and r["label"] for r in out)
-    grew = peak.peak - before
+    grew = peak - before
     bound = IMAGE_FIXED_MB + IMAGE_PER_IMAGE_KB * n / 1024
-    print(f"RSS before predict {before:.0f} MB, peak {peak.peak:.0f} MB, after {after:.0f} MB (holding the results)")
+    print(f"RSS before predict {before:.0f} MB, peak {peak:.0f} MB, after {after:.0f} MB (holding the results)")
     print(f"peak growth {grew:.0f} MB = {grew * 1024 / n:.1f} KB per image; bound {IMAGE_FIXED_MB} MB + "
           f"{IMAGE_PER_IMAGE_KB} KB/image = {bound:.0f} MB: {verdict(grew, bound)}")
     print(f"{n / seconds:.0f} images/s ({seconds:.0f} s); {len(out[0]['scores'])} scores per result")
@@ -190,13 +190,10 @@ def one_call(minutes: float, seed: int, threads: int | None) -> dict:
     paths = [p for p, _ in clips]
     clf.predict(paths[:8], progress=False)       # the bfloat16 copy of the model is made here, as the weights, once
     gc.collect()
-    before, t0 = rss_mb(), time.perf_counter()
-    with PeakRSS() as peak:
-        out = clf.predict(paths, progress=False)
-    seconds = time.perf_counter() - t0
+    out, seconds, before, peak, after = measured(lambda: clf.predict(paths, progress=False))
     assert len(out) == len(paths) and all(r is not None for r in out)
     return {"hours": sum(s for _, s in clips) / 3600, "clips": len(paths),
-            "before": before, "peak": peak.peak - before, "after": rss_mb() - before, "seconds": seconds,
+            "before": before, "peak": peak - before, "after": after - before, "seconds": seconds,
             "setup": f"torch {torch.__version__}, {torch.get_num_threads()} threads; model "
                      f"{clf.meta.get('catalogue')}, {clf.runs_in}"}
 
