@@ -673,6 +673,11 @@ def _decode_attention() -> str:
     torch's CPU flash-attention kernel is slow for one query token against Whisper's 1,500 encoder
     frames (23 ms vs 6 ms for a beam batch of 40 in bfloat16), which is every cross-attention step
     of generation. Registered once under its own name; only the inference copy of the model uses it.
+
+    The decoder's self-attention runs in float32: its keys grow by one token per step, and in bfloat16 each
+    new length compiled and cached a new oneDNN kernel (453 distinct matmul shapes in a 3-minute call, up to
+    the cache's 1,024), which held ~300 MB more on long calls (bench/predict_memory.py --task speech); float32
+    goes to the BLAS library, which caches nothing per shape, at no measured cost (tiny vectors of 64).
     """
     import torch
     from transformers import AttentionInterface
@@ -686,11 +691,14 @@ def _decode_attention() -> str:
         if query.shape[2] != 1 or module.training:    # one query sees every key: no causal mask to build
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kw)
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        dtype = query.dtype
+        if getattr(module, "is_causal", False):   # self-attention: float32 (see the docstring)
+            query, key, value = query.float(), key.float(), value.float()
         scores = torch.matmul(query, key.transpose(2, 3)).float() * scale
         if attention_mask is not None:
             mask = attention_mask[..., -key.shape[2]:]
             scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-        out = torch.matmul(scores.softmax(-1).to(value.dtype), value)
+        out = torch.matmul(scores.softmax(-1).to(value.dtype), value).to(dtype)
         return out.transpose(1, 2).contiguous(), None
 
     AttentionInterface.register(_ATTENTION, attention)
