@@ -97,6 +97,18 @@ def test_evaluate_reports_the_task_metrics_and_renders(case, tmp_path):
     assert path.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_inputs_past_the_held_budget_are_read_again_with_the_same_results(case, tmp_path):
+    """A call keeps at most ``held_inputs_mb`` of checked inputs; past it they are preprocessed again at batch
+    time (10,000 images, hours of audio): the results must not change, only the memory."""
+    keys = sorted(case.task.result_keys)
+    kept = case.task.predict(case.inputs)
+    case.task.held_inputs_mb = 0            # every input past the budget
+    again = case.task.predict(case.inputs)
+    for a, b in zip(kept, again):
+        for k in keys:
+            assert same(a[k], b[k], 1e-6), (k, a[k], b[k])
+
+
 def test_bad_input_raises_appkit_error_naming_the_problem(case, tmp_path):
     with pytest.raises(AppkitError, match=case.bad_match):
         case.task.predict(case.bad_input)
@@ -132,5 +144,6 @@ def test_unknown_options_and_names_list_the_valid_ones(case, tmp_path):
 # every check above, for a task defined outside appkit (tests/unit/test_toy_task.py runs them on its own case)
 CONTRACT = [test_single_item_and_list_give_the_same_result, test_dataframe_column_gets_prediction_columns_and_stays_unchanged,
             test_fine_tune_returns_run_with_history_then_save_load_is_identical, test_evaluate_reports_the_task_metrics_and_renders,
+            test_inputs_past_the_held_budget_are_read_again_with_the_same_results,
             test_bad_input_raises_appkit_error_naming_the_problem, test_errors_skip_keeps_every_good_item,
             test_missing_column_is_named_with_the_fix, test_unknown_options_and_names_list_the_valid_ones]

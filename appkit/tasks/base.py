@@ -90,6 +90,16 @@ class Pieces(list):
     routed to "merge") then joins the pieces' results into the input's one result (in piece order)."""
 
 
+@dataclass
+class _Deferred:
+    """A checked input whose decoded form was let go (the call's held-inputs budget was spent): the input
+    itself, to be preprocessed again when its batch runs, and its unit's length for sorting."""
+    item: Any
+    where: str
+    options: dict
+    length: int
+
+
 @dataclass(frozen=True)
 class TrainingDefaults:
     """What fine_tune takes when the caller does not say, per strategy ("head", "full")."""
@@ -273,6 +283,10 @@ class Task(Predicts, Trains, Evaluates):
     default_model: ClassVar[str | None] = None        # the catalogue name appkit.load(task) takes
     frame_keys: ClassVar[tuple[str, ...]] = ()      # those that become pred_<key> columns of a DataFrame
     backend: str = "torch"                           # "onnx" after load(..., backend="onnx") (appkit/export.py)
+    # what one predict call keeps of its checked inputs (decoded images, audio samples) before model work;
+    # past it an input is decoded again when its batch runs, so a call's memory stops growing with its inputs
+    # (10,000 images, 10 hours of audio: bench/predict_memory.py) while a usual call decodes each input once
+    held_inputs_mb: ClassVar[float] = 512
 
     def __init__(self, model, processor, *, labels: list[str] | None, meta: dict, device: str, precision: str):
         self.model = model
@@ -458,6 +472,7 @@ class Task(Predicts, Trains, Evaluates):
         """``(key, unit)`` per model unit (key: the item's position, or (position, piece) for Pieces), the
         items split into Pieces, and (position, reason) of the items ``errors="skip"`` left out."""
         units, split, bad = [], {}, []
+        held, budget = 0, self.held_inputs_mb * 2**20
         for i, item in enumerate(items):
             try:
                 unit = self._preprocess(item, where=f"{where} {i}", **options)
@@ -469,9 +484,33 @@ class Task(Predicts, Trains, Evaluates):
             if isinstance(unit, Pieces):
                 split[i] = unit
                 units.extend(((i, k), piece) for k, piece in enumerate(unit))
+                continue
+            size = self._held_bytes(unit)
+            if size and held + size > budget:
+                unit = self._release(unit, item, where=f"{where} {i}", options=options)
             else:
-                units.append((i, unit))
+                held += size
+            units.append((i, unit))
         return units, split, bad
+
+    def _held_bytes(self, unit) -> int:
+        """What a checked unit keeps in memory until its batch runs (a decoded image, audio samples)."""
+        return int(getattr(unit, "nbytes", 0))
+
+    def _release(self, unit, item, *, where: str, options: dict):
+        """The unit, keeping less, for an input past the held-inputs budget: by default the input itself,
+        preprocessed again when its batch runs (``_restore``)."""
+        return _Deferred(item, where, options, self._length(unit))
+
+    def _restore(self, unit):
+        """A unit ready for ``_collate``: a released input preprocessed again (it passed its checks before)."""
+        if not isinstance(unit, _Deferred):
+            return unit
+        try:
+            return self._preprocess(unit.item, where=unit.where, **unit.options)
+        except AppkitError as exc:
+            raise type(exc)(f"{exc}\n(It had passed its checks at the start of this call: did the file change "
+                            "while predict ran?)") from None
 
     def _predict_units(self, units: list, split: dict, n_items: int, *, batch_size, progress, steps: dict) -> list:
         """Results per item (None where nothing was predicted): units batched longest first, Pieces merged."""
@@ -481,7 +520,7 @@ class Task(Predicts, Trains, Evaluates):
 
         batch_size = batch_size or self.default_batch_size
         # longest first: similar lengths share a batch (little padding) and memory peaks at once
-        units.sort(key=lambda u: -self._length(u[1]))
+        units.sort(key=lambda u: -(u[1].length if isinstance(u[1], _Deferred) else self._length(u[1])))
         results: list = [None] * n_items
         parts: dict = {}   # (item, piece) -> result, for inputs split into Pieces
         batches = self._batches(units, batch_size, **steps["batches"])
@@ -489,7 +528,7 @@ class Task(Predicts, Trains, Evaluates):
         self.model.eval()
         with torch.inference_mode(), self._autocast():
             for batch in bar(batches, desc=f"{self.task}", unit="batch", disable=not show):
-                prepared = [u for _, u in batch]
+                prepared = [self._restore(u) for _, u in batch]
                 raw = self._forward(self._to_device(self._collate(prepared)), **steps["forward"])
                 for (i, _), res in zip(batch, self._postprocess(raw, prepared, **steps["postprocess"])):
                     if isinstance(i, tuple):

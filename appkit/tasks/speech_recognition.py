@@ -221,6 +221,13 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
     def _length(self, unit) -> int:
         return len(unit)
 
+    def _held_bytes(self, unit) -> int:
+        # a clip of a file holds its samples; an in-memory one is a view of the caller's audio
+        return unit.samples.nbytes if unit.samples is not None and unit.audio.path is not None else 0
+
+    def _release(self, unit, item, *, where: str, options: dict):
+        return _Clip(unit.audio, unit.start, unit.end)     # read from its file again when its batch runs
+
     def _batches(self, units: list, batch_size: int, *, pack: bool = True, language: str | None = None,
                  task: str | None = None) -> list[list]:
         """Whisper reads 30 s at a time whatever the clip: short clips are packed into shared windows.

@@ -68,6 +68,42 @@ def test_top_k_keeps_the_k_best(clf, images):
     assert list(r["scores"]) == [r["label"]]
 
 
+def test_past_the_held_budget_images_are_decoded_again_in_their_batch(clf, images, monkeypatch):
+    from appkit.tasks.base import _Deferred
+
+    paths = list(images.image)
+    ref = clf.predict(paths)
+    decoded = []
+    real = type(clf)._preprocess
+    monkeypatch.setattr(type(clf), "_preprocess", lambda self, item, **kw: decoded.append(item) or real(self, item, **kw))
+    one = 3 * 32 * 32                                   # the tiny model's 32 x 32 uint8 crop
+    clf.held_inputs_mb = 3.5 * one / 2**20              # room for three
+    units, _, _ = clf._preprocess_items(paths, errors="raise", where="input")
+    assert [isinstance(u, _Deferred) for _, u in units] == [False] * 3 + [True] * (len(paths) - 3)
+    decoded.clear()
+    out = clf.predict(paths)
+    assert decoded == paths + paths[3:]                 # checked once each; the nine past the budget again in a batch
+    assert [r["label"] for r in out] == [r["label"] for r in ref]
+    assert [r["score"] for r in out] == pytest.approx([r["score"] for r in ref], abs=1e-6)
+
+
+def test_a_file_that_breaks_after_its_check_is_named(clf, images, monkeypatch):
+    paths = list(images.image[:2])
+    clf.held_inputs_mb = 0
+    real = type(clf)._preprocess
+    calls = []
+
+    def breaks_later(self, item, **kw):
+        calls.append(item)
+        if len(calls) > len(paths):       # the re-read at batch time: the file was truncated meanwhile
+            open(item, "wb").write(b"\xff\xd8\xff")
+        return real(self, item, **kw)
+
+    monkeypatch.setattr(type(clf), "_preprocess", breaks_later)
+    with pytest.raises(MediaError, match="(?is)input 0.*passed its checks at the start of this call"):
+        clf.predict(paths)
+
+
 def test_awkward_but_valid_images_are_all_read(clf, bad):
     for name in ("cmyk", "grayscale", "rgba", "sixteen_bit", "palette", "exif_rotated"):
         im = decode_image(str(bad[name]), where="input 0")

@@ -59,6 +59,25 @@ def _tone(seconds=1.0, sr=16000, f=300.0):
 
 
 # ------------------------------------------------------------------ audio in
+def test_past_the_held_budget_clips_are_read_from_their_files_again(listening, clips, monkeypatch):
+    paths = list(clips.audio)
+    ref = listening.predict(paths)
+    one = int(1.2 * 16000) * 4                                  # a 1.2 s clip's float32 samples
+    listening.held_inputs_mb = 2.5 * one / 2**20                # room for two
+    units, _, _ = listening._preprocess_items(paths, errors="raise", where="input")
+    assert [u.samples is not None for _, u in units] == [True] * 2 + [False] * (len(paths) - 2)
+    assert sum(listening._held_bytes(u) for _, u in units) == 2 * one
+    reads = []
+    real = media.Audio.read
+    monkeypatch.setattr(media.Audio, "read", lambda self, *a: reads.append(self.path) or real(self, *a))
+    out = listening.predict(paths)
+    assert sorted(reads) == sorted(paths + paths[2:])           # checked once each; six read again in a batch
+    assert [r["text"] for r in out] == [r["text"] for r in ref]
+    # an in-memory clip is a view of the caller's array: it counts nothing against the budget
+    mem = listening._preprocess_items([(_tone(), 16000)], errors="raise", where="input")[0]
+    assert listening._held_bytes(mem[0][1]) == 0
+
+
 def test_every_audio_form_gives_the_same_transcript(asr, clips):
     path = clips.audio[0]
     x, sr = sf.read(path, dtype="float32")
