@@ -166,9 +166,9 @@ class TextClassification(ClassificationTask, TrainsTop):
     def _forward(self, batch):
         if self.mode == "zero-shot":
             return self._zero_shot_logits(batch)
-        if not self._use_bf16():
+        if not self._use_bf16() and _first_token_layer(self._encoder()) is None:
             return self.model(**batch).logits
-        # the encoder in bf16 (the speed), the head in float32: the scores users read stay precise
+        # the encoder in bf16 where that is on (the speed), the head in float32: the scores users read stay precise
         return _SequenceHead(self.model).eval()(self._features(batch).float())
 
     def _autocast(self):
@@ -220,8 +220,14 @@ class TextClassification(ClassificationTask, TrainsTop):
     # ------------------------------------------------------------------ head strategy
     def _features(self, batch):
         """The first token's last hidden state: the input of the model's own classification head
-        (for a mean-pooling encoder, the layer-normalised mean of its tokens: see the module doc)."""
-        return self._inference_encoder()(**batch).last_hidden_state[:, 0]
+        (for a mean-pooling encoder, the layer-normalised mean of its tokens: see the module doc).
+        For a BERT-style encoder the last layer runs for the first token only (:func:`first_token_output`)."""
+        encoder = self._inference_encoder()
+        last = _first_token_layer(encoder)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if last is None:
+            return encoder(**inputs).last_hidden_state[:, 0]
+        return first_token_output(last, input_of(encoder, last, inputs), batch["attention_mask"])
 
     def _prepare_targets(self, train_df, eval_df):
         out = super()._prepare_targets(train_df, eval_df)
@@ -400,6 +406,50 @@ class _EncoderTop:
                 return self.head(mean_layer_first_token(pool[0], hidden, mask) if pool else hidden[:, 0])
 
         return Top()
+
+
+def _first_token_layer(encoder):
+    """The last layer of a BERT-style encoder in eval mode, whose first-token output :func:`first_token_output`
+    computes alone; None where that shortcut does not apply (another architecture, relative positions, a decoder,
+    dropout on)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    config = getattr(encoder, "config", None)
+    if (layers is None or len(layers) == 0 or encoder.training or config is None
+            or config.model_type not in ("bert", "roberta", "xlm-roberta") or config.is_decoder
+            or getattr(config, "position_embedding_type", "absolute") not in (None, "absolute")):
+        return None
+    last = layers[-1]
+    parts = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "attention.output.LayerNorm", "intermediate", "output.dense", "output.LayerNorm")
+    return last if all(_has(last, p) for p in parts) else None
+
+
+def _has(module, dotted: str) -> bool:
+    for name in dotted.split("."):
+        module = getattr(module, name, None)
+    return module is not None
+
+
+def first_token_output(layer, hidden, mask):
+    """What a BERT-style ``layer`` (eval mode) outputs at position 0 of ``hidden`` [batch, tokens, width] under the
+    attention ``mask`` [batch, tokens], computed for that one position: the first token attends to every unmasked
+    token as in the stock layer (keys and values come from all of them), but the query, the output projections
+    and the feed-forward run on one vector per text instead of every token. A classification head reads only
+    that position, so predict and the head's features skip 1/L of the encoder's work (the whole of appkit's
+    mean-pooling layer but the first token). Equal to ``layer(hidden)[:, 0]`` to float rounding (tested)."""
+    import torch.nn.functional as F
+
+    sa = layer.attention.self
+    size = sa.attention_head_size
+    batch, tokens = hidden.shape[:2]
+    q = sa.query(hidden[:, :1]).view(batch, 1, -1, size).transpose(1, 2)
+    k = sa.key(hidden).view(batch, tokens, -1, size).transpose(1, 2)
+    v = sa.value(hidden).view(batch, tokens, -1, size).transpose(1, 2)
+    keep = mask.bool()[:, None, None, :]
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=size ** -0.5)
+    first = hidden[:, :1]
+    attended = layer.attention.output(context.transpose(1, 2).reshape(batch, 1, -1), first)
+    return layer.output(layer.intermediate(attended), attended)[:, 0]
 
 
 # ---------------------------------------------------------------------- mean pooling, folded into the model

@@ -137,6 +137,41 @@ def test_mean_layer_first_token_is_what_the_layer_outputs(tmp_path):
     torch.testing.assert_close(cheap, states[-1][:, 0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["bert", "bert+mean", "roberta"])
+def test_predict_runs_the_last_layer_for_the_first_token_only_with_the_models_own_logits(arch, tmp_path):
+    """Predict computes the last layer for the one position the head reads (first_token_output): its logits must be
+    the whole model's, padding included, for each architecture it takes that shortcut on."""
+    import torch
+
+    from appkit.tasks.text_classification import _first_token_layer, append_mean_pooling_layer
+
+    if arch == "roberta":
+        folder = _tiny_classifier_folder(tmp_path / arch, arch, ["a", "b"])
+    else:
+        folder = make_tiny_bert_folder(tmp_path / arch, init=0.2)
+    clf = appkit.load("text-classification", folder, labels=["a", "b"], precision="float32")
+    if arch == "bert+mean":
+        append_mean_pooling_layer(clf.model)
+    clf.model.eval()
+    assert _first_token_layer(clf._encoder()) is clf._encoder().encoder.layer[-1]
+    batch = clf._collate(["good", "the best drug and really good", "hate it"])   # padded to different lengths
+    with torch.no_grad():
+        whole = clf.model.base_model(**batch).last_hidden_state[:, 0]
+        torch.testing.assert_close(clf._features(dict(batch)), whole, atol=1e-5, rtol=1e-4)
+        clf.mode = "trained"     # the head as it is (random here): predict's logits are the whole model's
+        torch.testing.assert_close(clf._forward(dict(batch)), clf.model(**batch).logits, atol=1e-5, rtol=1e-4)
+    clf.model.train()          # dropout on: the stock path, not the shortcut
+    assert _first_token_layer(clf._encoder()) is None
+
+
+def test_the_first_token_shortcut_is_not_taken_for_other_architectures(tmp_path):
+    from appkit.tasks.text_classification import _first_token_layer
+
+    clf = appkit.load("text-classification", _tiny_classifier_folder(tmp_path / "d", "distilbert", ["a", "b"]))
+    assert _first_token_layer(clf._encoder().eval()) is None
+    assert clf.predict("good product")["label"] in {"a", "b"}
+
+
 def test_top_on_cached_token_states_gives_the_models_own_logits(tmp_path):
     """Strategy "top" trains a module on cached inputs of the last pretrained layer: before training, that module
     on those inputs must give exactly what the whole model gives (else it trains something the saved model is not)."""
