@@ -412,12 +412,20 @@ def test_vad_port_finds_speech_in_tones_not_in_noise():
 def test_head_fine_tune_trains_only_the_decoder_and_lowers_loss(asr, clips, tmp_path):
     import torch
 
+    from appkit.tasks.speech_recognition import _kept_in_head
+
     enc = {k: v.clone() for k, v in asr.model.model.encoder.state_dict().items()}
-    dec = asr.model.model.decoder.layers[0].fc1.weight.detach().clone()
+    dec = {k: v.clone() for k, v in asr.model.model.decoder.state_dict().items()}
     run = asr.fine_tune(clips, epochs=4, learning_rate=3e-3, batch_size=4, output_dir=tmp_path / "run", progress=False)
     assert run.strategy == "head"
     assert all(np.allclose(v, asr.model.model.encoder.state_dict()[k]) for k, v in enc.items())
-    assert not np.allclose(dec, asr.model.model.decoder.layers[0].fc1.weight.detach())
+    after = asr.model.model.decoder.state_dict()
+    kept = {k for k in dec if _kept_in_head(k)}
+    assert "embed_tokens.weight" in kept and "layers.0.encoder_attn.k_proj.weight" in kept
+    # the token embeddings (the tied output layer) and the cross-attention's keys and values stay as they were
+    assert all(torch.equal(dec[k], after[k]) for k in kept)
+    for k in ("layers.0.fc1.weight", "layers.0.self_attn.q_proj.weight", "layers.0.encoder_attn.q_proj.weight"):
+        assert not torch.allclose(dec[k], after[k]), k     # the rest of the decoder trains
     losses = run.history["train_loss"].dropna()
     assert losses.iloc[-1] < losses.iloc[0]
     assert list((tmp_path / "run").glob("checkpoint-*"))
