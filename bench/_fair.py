@@ -100,9 +100,13 @@ def record(script: str, rows: list[dict]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     for r in rows:
         r["ratio"] = round(r["peer_s"] / r["appkit_s"], 2) if r.get("peer_s") else None
+    from appkit.runtime import bf16_native
+
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    # the same model name covers CPUs with and without native bf16 (appkit's biggest CPU lever): say which
+    simd = f"{torch.backends.cpu.get_cpu_capability()}, {'native' if bf16_native('cpu') else 'no native'} bf16"
     out = {"script": script, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+           "machine": f"{cpu} ({simd}), {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
                       f"Python {platform.python_version()}",
            "load_average_1min_at_end": round(os.getloadavg()[0], 1), "process_peak_mb": round(process_peak_mb()),
            "rows": rows}

@@ -279,7 +279,10 @@ def main() -> None:
     for case in cases:
         if "accuracy" in case.metrics:
             print(f"{case.task}: {majority(case)}")
-    record("finetune", [row for case in cases for row in _headline(case)])
+    # a run of some tasks only records beside the whole run's file, not over it
+    names = args.tasks.split(",")
+    whole = set(names) == {"text", "image", "speech"}
+    record("finetune" if whole else "finetune_" + "_".join(names), [row for case in cases for row in _headline(case)])
 
 
 def _headline(case: Case) -> list[dict]:
