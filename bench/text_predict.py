@@ -118,7 +118,8 @@ def main() -> None:
                              "appkit_s": round(seconds[a], 1), "peer_s": round(seconds[b], 1),
                              "quality": f"{agree(out[a], ref):.1%} vs {agree(out[b], ref):.1%} same labels as fp32 pipeline",
                              "memory": f"{memory[a]:.0f} vs {memory[b]:.0f} MB", "notes": "same model folder"})
-    record(f"text_predict_{args.length}", rows)
+    # a CPU without native bf16 runs appkit in float32: a different result, recorded beside the bf16 one
+    record(f"text_predict_{args.length}" + ("" if bf16 else "_float32_cpu"), rows)
 
 
 if __name__ == "__main__":
