@@ -268,9 +268,13 @@ def test_an_nllb_model_fine_tunes_and_translates_with_its_codes(tmp_path):
     mt = appkit.load("translation", make_tiny_many_folder(tmp_path / "nllb", "nllb"), source_lang="eng_Latn",
                      target_lang="deu_Latn")
     pairs = toy_pairs()
-    mt.fine_tune(pairs, epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
+    run = mt.fine_tune(pairs, epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
+    losses = run.history["train_loss"].dropna()
+    assert losses.iloc[-1] < losses.iloc[0] / 5
     got = [r["translation"] for r in mt.predict(list(pairs.source))]
-    assert sum(g == t for g, t in zip(got, pairs.target)) >= 12, list(zip(pairs.target, got))   # 13 measured
+    # untrained it gets none of the 16. 100 epochs of this random tiny model end at 13 right on a CPU with AVX-512
+    # and at 10 on one with AVX2 only (float rounding steers the run), so the bar is half, with the loss above
+    assert sum(g == t for g, t in zip(got, pairs.target)) >= 8, list(zip(pairs.target, got))
 
 
 def test_a_multi_target_marian_gets_its_target_token(tmp_path):
