@@ -74,6 +74,16 @@ class TrainingRun:
 
         ax = ax or plt.subplots(figsize=(6, 3.5))[1]
         h = self.history
+        if self.strategy == "probe" and "cv_macro_f1" in h:   # no epochs: the cross-validation's choice instead
+            chosen = h[h["class_weights"] == (self.params.get("class_weights") or "none")]
+            for c, d in chosen.groupby("C"):
+                ax.plot(d["layer"], d["cv_macro_f1"], "o-", label=f"C={c:g}")
+            ax.axvline(self.params["layer"], color="grey", ls=":", label="chosen layer")
+            ax.set_xlabel("pretrained layer the linear model reads")
+            ax.set_ylabel("cross-validated macro-F1")
+            ax.legend(fontsize="small")
+            ax.set_title("Fine-tuning (probe): which layer separates the labels best")
+            return ax
         if "train_loss" in h and h["train_loss"].notna().any():
             d = h.dropna(subset=["train_loss"])
             ax.plot(d["epoch"], d["train_loss"], label="training loss")
@@ -111,37 +121,55 @@ class TuneResult:
         import html
 
         from .evaluation import Metrics   # prints its floats rounded; the values in best_params stay exact
+        if not self.best_params and self.extra:
+            return (f"<b>Hyperparameter search</b> (strategy <code>{self.strategy}</code>): cross-validation chose "
+                    f"<code>{html.escape(repr(Metrics(self.extra)))}</code>, {self.metric} {self.best_value:.4f}; "
+                    "<code>fine_tune(train)</code> makes the same choice on the same rows<br>"
+                    + self.trials.to_html(index=False, float_format="%.4g"))
         return (f"<b>Hyperparameter search</b>: best {self.metric} {self.best_value:.4f} with "
                 f"<code>{html.escape(repr(Metrics(self.best_params)))}</code><br>"
                 + self.trials.to_html(index=False, float_format="%.4g"))
 
 
-def resolve_strategy(task, strategy: str, rows: int | None = None) -> str:
-    return _choose_strategy(task, strategy, rows)[0]
+def resolve_strategy(task, strategy: str, rows: int | None = None, loop_settings=()) -> str:
+    return _choose_strategy(task, strategy, rows, loop_settings)[0]
 
 
 # Strategies that train on features the frozen part of the model computes once: strategy -> the task's
 # hooks (features of a batch, the trainable module that maps them to the output)
 _CACHED = {"head": ("_features", "_head"), "top": ("_top_features", "_top")}
+# Strategies that keep the pretrained model frozen: the cached ones, and "probe" (a linear model on one of its
+# layers, chosen by cross-validation, fitted in closed form on features computed once: see ``_probe_run``)
+_FROZEN = (*_CACHED, "probe")
 # "auto" trains every weight only on a GPU with at least this many training rows. Below it the cached
 # strategy was as good or better on every benchmark (bench/finetune.py: 600 drug reviews, 240 clip-art
 # images, 30 spoken sentences), so full fine-tuning would cost more for nothing; on a CPU it costs 10-20x.
 AUTO_FULL_MIN_ROWS = 1000
 
 
-def _choose_strategy(task, strategy: str, rows: int | None = None) -> tuple[str, str]:
-    """The strategy to run and, for "auto", why it was picked (shown in the run and the model card)."""
+def _choose_strategy(task, strategy: str, rows: int | None = None, loop_settings=()) -> tuple[str, str]:
+    """The strategy to run and, for "auto", why it was picked (shown in the run and the model card).
+    ``loop_settings``: what the caller set that only a strategy trained in epochs uses (epochs, learning rate,
+    ...): "auto" then does not pick "probe", which would ignore them."""
     if strategy not in ("auto", *task.strategies):
         raise unknown_name("strategy", strategy, ["auto", *task.strategies])
     if strategy != "auto":
         return strategy, f"strategy {strategy!r}, as asked"
     cheap = task.training.auto_strategy
-    cheap = cheap if cheap in task.strategies else next((s for s in task.strategies if s in _CACHED), None)
+    cheap = cheap if cheap in task.strategies else next((s for s in task.strategies if s in _FROZEN), None)
+    if cheap == "probe" and loop_settings:
+        cheap = next((s for s in task.strategies if s in _CACHED), None)
+        if cheap is not None:
+            return cheap, (f"strategy {cheap!r} (auto: you set {', '.join(loop_settings)}, which only a strategy "
+                           "trained in epochs uses; without them, auto fits the cross-validated 'probe')")
     if cheap is None:
         return "full", f"strategy 'full' (auto: the only strategy {type(task.model).__name__} offers here)"
     what = ("the pretrained model stays frozen, its features are computed once and only the "
             + ("last block and the classification layers are" if cheap == "top" else "classification layers are")
             + " trained")
+    if cheap == "probe":
+        what = ("the pretrained model stays frozen, each of its layers' sentence vectors is computed once, and a "
+                "linear model is fitted on the layer that cross-validation on the training rows finds best")
     if task.device == "cpu":
         return cheap, f"strategy {cheap!r} (auto: no GPU, so {what}; training every weight would take 10-20x longer)"
     if rows is not None and rows < AUTO_FULL_MIN_ROWS:
@@ -186,10 +214,11 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     train_y, eval_y = task._prepare_targets(train_df, eval_df)
     train_units = _preprocess_all(task, train_df, "training data")
     eval_units = _preprocess_all(task, eval_df, "evaluation data") if eval_df is not None else None
-
     set_seed(cfg.seed)
     weights = task._class_weights(train_y, balance=cfg.class_weights) if cfg.class_weights else None
     out_dir, cache_dir = _run_dirs(task, cfg, strategy, train_df)
+    if strategy == "probe":
+        return _probe_run(task, cfg, notes, (train_units, train_y, train_df), (eval_units, eval_y, eval_df), cache_dir)
     model, train_ds, eval_ds, collate = _datasets(task, strategy, cache_dir, (train_units, train_y, train_df),
                                                   (eval_units, eval_y, eval_df))
     lr = cfg.learning_rate or task.training.learning_rate[strategy]
@@ -222,14 +251,19 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
 def _plan_run(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: TrainConfig):
     """(strategy, cfg with its epochs, train rows, validation rows or None, notes): the strategy and why, the
     checked options, and the validation rows held out of the training data where asked (or by default)."""
-    strategy, why = _choose_strategy(task, cfg.strategy, len(train_df))
+    loop = [n for n in ("epochs", "learning_rate", "batch_size") if getattr(cfg, n) is not None]
+    loop += [n for n in ("early_stopping_patience", "callbacks") if getattr(cfg, n)]
+    strategy, why = _choose_strategy(task, cfg.strategy, len(train_df), loop)
+    cfg = dataclasses.replace(cfg, strategy=strategy)
     notes = [why]
-    if cfg.epochs is None:
+    if strategy == "probe":
+        _check_probe_config(cfg)
+    elif cfg.epochs is None:
         cfg = dataclasses.replace(cfg, epochs=task.training.epochs[strategy])
     _check_config(cfg)
     split = cfg.validation_split
-    if split is None:
-        split = _auto_validation_split(task, train_df, strategy) if eval_df is None else 0.0
+    if split is None:   # "probe" cross-validates on every training row instead of holding some out
+        split = _auto_validation_split(task, train_df, strategy) if eval_df is None and strategy != "probe" else 0.0
     if eval_df is None and split:
         n_all = len(train_df)
         train_df, eval_df = _split_validation(task, train_df, split, cfg.seed)
@@ -295,6 +329,209 @@ def _after_training(task, trainer, keep_best, eval_ds, cfg: TrainConfig, notes: 
 
 
 _CLASS_WEIGHTS = ("auto", "balanced", None)
+
+
+# ---------------------------------------------------------------------- strategy "probe"
+# The regularisation strengths cross-validation chooses from (C of an L2 logistic regression, as scikit-learn
+# names it: smaller is stronger). Measured with bench/text_probe.py: drug reviews and ICD-10-CM chapters both
+# chose 0.03 there (sklearn); the drug reviews with "auto" class weights reach down to 0.003, ICD-10 up to 0.1.
+PROBE_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+PROBE_FOLDS = 5
+
+
+def _check_probe_config(cfg: TrainConfig) -> None:
+    given = [n for n in ("epochs", "learning_rate", "batch_size") if getattr(cfg, n) is not None]
+    given += [n for n in ("early_stopping_patience", "callbacks") if getattr(cfg, n)]
+    if given:
+        warn(f"strategy 'probe' fits a linear model in closed form, so {', '.join(given)} "
+             f"{'does' if len(given) == 1 else 'do'} not apply and {'was' if len(given) == 1 else 'were'} ignored; "
+             "its layer and regularisation are chosen by cross-validation (pass strategy='head' to train with them).")
+
+
+def _probe_run(task, cfg: TrainConfig, notes: list, train: tuple, evaluation: tuple, cache_dir: Path) -> TrainingRun:
+    """Strategy "probe": features of every pretrained layer computed once (``task._probe_features``: [layers,
+    width] per example), then an L2 logistic regression on one layer's standardised features; the layer, the
+    regularisation and (for class_weights="auto") the class weighting are chosen by stratified 5-fold
+    cross-validation on the training rows (score: accuracy + macro-F1), the winner refitted on all of them,
+    its scores calibrated on the out-of-fold logits, and written into the model (``task._apply_probe``)."""
+    import numpy as np
+
+    (train_units, train_y, train_df), (eval_units, eval_y, eval_df) = train, evaluation
+    started = time.perf_counter()
+    task._restore_layers()     # a model an earlier probe cut short gets its pretrained layers back first
+    x = _cached_features(task, task._probe_features, train_units, train_df, cache_dir, "train", "probe")
+    y = np.asarray(train_y)
+    balances = {"auto": (None, "auto"), "balanced": ("balanced",), None: (None,)}[cfg.class_weights]
+    search = probe_search(x, y, len(task.labels), transform=task._probe_inputs, seed=cfg.seed,
+                          weightings={b: task._class_weights(list(y), balance=b) if b else None for b in balances})
+    best = search["best"]
+    t = fit_temperature(search["oof_logits"], y) if search["oof_logits"] is not None else 1.0
+    shift, scale, coef, bias = best["shift"], best["scale"], best["coef"] / t, best["bias"] / t
+    task._apply_probe(best["layer"], shift, scale, coef, bias)
+    if eval_units:
+        xe = _cached_features(task, task._probe_features, eval_units, eval_df, cache_dir, "eval", "probe")
+        z = task._probe_inputs((xe[:, best["layer"] - 1].double() - shift) / scale)
+        held_out = ((z @ coef.T + bias).numpy(), np.asarray(eval_y), "the validation data")
+    else:
+        held_out = None
+    metrics, calibration = _probe_outcome(task, search, y, t, held_out, notes, layers=x.shape[1])
+    seconds = time.perf_counter() - started
+    params = {"layer": best["layer"], "C": best["C"], "class_weights": best["class_weights"]}
+    task.meta["training"] = {"strategy": "probe", "epochs": None, "learning_rate": None, "batch_size": None,
+                             **params, "seed": cfg.seed, "data_fingerprint": data_fingerprint(task, train_df),
+                             "rows": len(train_df), "validation_rows": len(eval_df) if eval_df is not None else 0,
+                             "best_epoch": None, "calibration": calibration, "notes": notes, "eval_metrics": metrics,
+                             "seconds": round(seconds, 1)}
+    return TrainingRun(history=search["table"], strategy="probe", params=params, metrics=metrics,
+                       output_dir=cache_dir, seconds=seconds, notes=notes, calibration=calibration)
+
+
+def _probe_outcome(task, search: dict, y, t: float, held_out: tuple | None, notes: list, *, layers: int):
+    """(metrics, calibration) of a fitted probe, with notes on what was chosen: metrics on the validation data
+    (``held_out``: logits, targets, where) when there is some, else the cross-validation's held-out predictions."""
+    best, oof, calibration, metrics = search["best"], search["oof_logits"], {}, {}
+    if held_out is None and oof is not None:
+        held_out = (oof / t, y, f"{search['folds']}-fold cross-validation")
+    if held_out is not None:
+        logits, labels, where = held_out
+        metrics = {**task._trainer_metrics(logits, labels), "calibration_error": _ece_of(logits, labels, 1.0)}
+    if oof is not None:
+        calibration = {"temperature": round(t, 4), "error_before": round(_ece_of(oof, y, 1.0), 4),
+                       "error_after": round(_ece_of(oof, y, t), 4), "rows": int(len(y))}
+        notes.append(f"chose layer {best['layer']} of {layers}, regularisation C={best['C']:g} and class weights "
+                     f"{best['class_weights'] or 'none'} by {search['folds']}-fold cross-validation on the {len(y)} "
+                     f"training rows (accuracy + macro-F1 {best['score']:.3f}), then refitted on all of them")
+        notes.append(f"calibrated the confidence scores on the cross-validation's held-out predictions: temperature "
+                     f"{t:.2f}, calibration error {calibration['error_before']:.3f} -> {calibration['error_after']:.3f}")
+    else:
+        notes.append(f"too few rows per class to cross-validate: took layer {best['layer']} of {layers} and "
+                     f"C={best['C']:g}")
+    if metrics:
+        notes.append(f"metrics above: {where}")
+    return metrics, calibration
+
+
+def _stratified_folds(y, k: int, seed: int):
+    """Fold number per row: each class's rows shuffled and dealt round the folds in turn."""
+    import numpy as np
+
+    rng, fold, start = np.random.default_rng(seed), np.empty(len(y), dtype=int), 0
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = (start + np.arange(len(idx))) % k
+        start += len(idx)
+    return fold
+
+
+def fit_logistic(u, y, n_classes: int, c: float, sample_weight=None, init=None, max_iter: int = 100):
+    """L2-regularised multinomial logistic regression: scikit-learn's objective (C * the weighted losses summed +
+    |W|^2 / 2, bias not penalised) divided by C * rows, minimised with L-BFGS. ``u``: [..., rows, width], a batch
+    of independent problems over the same ``y`` ([rows]); ``sample_weight`` [..., rows] or [rows] (0 leaves a row
+    out of that problem). Returns [..., width + 1, classes] (the last row is the bias)."""
+    import torch
+    import torch.nn.functional as F
+
+    *batch, n, d = u.shape
+    # rows last (input [problems, classes, rows]): 3.4x faster than [rows, width] @ [width, classes] for few classes
+    ut = torch.cat([u, torch.ones(*batch, n, 1, dtype=u.dtype)], -1).transpose(-1, -2).reshape(-1, d + 1, n).contiguous()
+    yt = torch.as_tensor(y, dtype=torch.long).expand(*batch, n).reshape(-1, n)
+    sw = torch.ones(n, dtype=u.dtype) if sample_weight is None else torch.as_tensor(sample_weight, dtype=u.dtype)
+    sw = sw.expand(*batch, n).reshape(-1, n)
+    rows = (sw > 0).sum(-1).clamp(min=1).to(u.dtype)
+    theta = (torch.zeros(*batch, d + 1, n_classes, dtype=u.dtype) if init is None else init.clone()).requires_grad_()
+    opt = torch.optim.LBFGS([theta], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-5,
+                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        flat = theta.reshape(-1, d + 1, n_classes)
+        ce = F.cross_entropy(flat.transpose(1, 2) @ ut, yt, reduction="none")          # [problems, rows]
+        loss = ((ce * sw).sum(-1) / rows + flat[:, :-1].pow(2).sum((1, 2)) / (2 * c * rows)).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return theta.detach()
+
+
+def _probe_cv(x, y, n_classes: int, *, k: int, transform, weightings: dict, weights, seed: int, c_grid, table: list):
+    """Every (layer, C, weighting) candidate's out-of-fold predictions; appends one row per candidate to ``table``
+    and returns the best (row, weighting name, out-of-fold logits)."""
+    import torch
+
+    from .metrics import classification
+
+    classes, best = list(range(n_classes)), None
+    fold = torch.as_tensor(_stratified_folds(y, k, seed))
+    keep = (fold[None, :] != torch.arange(k)[:, None]).float()          # [folds, rows]: 1 = a training row
+    held = 1 - keep
+    for layer in range(1, x.shape[1] + 1):
+        feats = x[:, layer - 1]
+        shift = keep @ feats / keep.sum(1, keepdim=True)                  # [folds, width], training rows only
+        var = keep @ feats.pow(2) / keep.sum(1, keepdim=True) - shift.pow(2)
+        scale = (var * keep.sum(1, keepdim=True) / (keep.sum(1, keepdim=True) - 1)).clamp(min=1e-12).sqrt()
+        u = transform((feats[None] - shift[:, None]) / scale[:, None])   # [folds, rows, width]
+        for name in weightings:
+            w = weights(name)
+            sw = keep if w is None else keep * w
+            theta = None
+            for c in sorted(c_grid):
+                theta = fit_logistic(u, y, n_classes, c, sw, init=theta)
+                logits = u @ theta[:, :-1] + theta[:, -1:]                # [folds, rows, classes]
+                oof = (logits * held[..., None]).sum(0).double().numpy()
+                m = classification(list(y), list(oof.argmax(1)), classes)
+                row = {"step": 0, "layer": layer, "C": c, "class_weights": name or "none",
+                       "cv_accuracy": m["accuracy"], "cv_macro_f1": m["macro_f1"],
+                       "cv_score": m["accuracy"] + m["macro_f1"]}
+                table.append(row)
+                if best is None or row["cv_score"] > best[0]["cv_score"]:
+                    best = (row, name, oof)
+    return best
+
+
+def probe_search(x, y, n_classes: int, *, transform, weightings: dict, seed: int, c_grid=PROBE_C,
+                 folds: int = PROBE_FOLDS) -> dict:
+    """Cross-validated choice of (layer, C, class weighting) for strategy "probe". ``x``: [rows, layers, width];
+    ``transform``: the task's map from standardised features to what its head's last linear layer reads;
+    ``weightings``: name -> per-class weights (or None). Each layer's folds are fitted as one batch of problems,
+    along C from the strongest regularisation (each fit starting from the last). Returns the best candidate
+    refitted on every row (``shift``/``scale`` of the standardisation, ``coef`` [classes, width], ``bias``), its
+    out-of-fold logits (None when a class has fewer than 2 rows: then no CV, the middle layer and C=0.03) and the
+    table of every candidate (the run's history)."""
+    import numpy as np
+    import torch
+
+    x = (torch.stack(x) if isinstance(x, list) else torch.as_tensor(x)).float()
+    y = np.asarray(y)
+    counts = np.bincount(y, minlength=n_classes)
+    k = int(min(folds, counts[counts > 0].min()))
+
+    def weights(name):
+        w = weightings[name]
+        return None if w is None else torch.as_tensor(np.asarray(w)[y], dtype=torch.float32)
+
+    table = []
+    if k >= 2:
+        best = _probe_cv(x, y, n_classes, k=k, transform=transform, weightings=weightings, weights=weights,
+                         seed=seed, c_grid=c_grid, table=table)
+        row, name, oof = best
+        layer, c = row["layer"], row["C"]
+    else:
+        name, oof = next(iter(weightings)), None
+        layer, c = (x.shape[1] + 1) // 2, 0.03
+        row = {"step": 0, "layer": layer, "C": c, "class_weights": name or "none"}
+        table.append(row)
+    feats = x[:, layer - 1].double()
+    shift, scale = feats.mean(0), feats.std(0).clamp(min=1e-6)
+    w = weights(name)
+    theta = fit_logistic(transform((feats - shift) / scale), y, n_classes, c, None if w is None else w.double(),
+                         max_iter=500)
+    table = pd.DataFrame(table).sort_values(["class_weights", "C", "layer"], kind="stable").reset_index(drop=True)
+    table["step"] = np.arange(1, len(table) + 1)
+    return {"best": {"layer": layer, "C": c, "class_weights": name, "score": row.get("cv_score", float("nan")),
+                     "shift": shift, "scale": scale, "coef": theta[:-1].T.contiguous(), "bias": theta[-1].clone()},
+            "oof_logits": oof, "folds": k, "table": table}
 
 
 class _KeepBestLogic:
@@ -440,7 +677,7 @@ def _check_config(cfg: TrainConfig) -> None:
             raise DataError(_msg(f"{name}={value!r} is not a valid setting",
                                  expected=f"{'a whole number' if integer else 'a number'} {bound}", fix=f"e.g. {name}={example}"))
 
-    number("epochs", cfg.epochs, low=0, example=3)
+    number("epochs", cfg.epochs, low=0, allow_none=cfg.strategy == "probe", example=3)
     number("learning_rate", cfg.learning_rate, low=0, allow_none=True, example=5e-5)
     number("batch_size", cfg.batch_size, low=0, integer=True, allow_none=True, example=16)
     number("weight_decay", cfg.weight_decay, low=-1e-12, example=0.01)
@@ -741,7 +978,9 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
     meta are put back afterwards, so tuning never changes the model the user holds."""
     import optuna
 
-    strategy = resolve_strategy(task, strategy, len(train_df))
+    strategy = resolve_strategy(task, strategy, len(train_df), [f"space={{{', '.join(map(repr, space))}}}"] if space else ())
+    if strategy == "probe":
+        return _tune_probe(task, train_df, eval_df, space=space, metric=metric, seed=seed)
     if eval_df is None:
         train_df, eval_df = _split_validation(task, train_df, validation_split, seed)
     metric = metric or task.training.best_metric.removeprefix("eval_")
@@ -766,6 +1005,27 @@ def tune(task, train_df, eval_df, *, n_trials: int, space: dict | None, strategy
         task.meta = meta
         shutil.rmtree(tmp, ignore_errors=True)
     return _tune_result(study, metric, strategy)
+
+
+def _tune_probe(task, train_df, eval_df, *, space: dict | None, metric: str | None, seed: int) -> TuneResult:
+    """Strategy "probe" searches its own settings (layer, regularisation, class weighting) by cross-validation on
+    cached features, every candidate in seconds: tune() runs that search once and shows its table."""
+    if space:
+        raise DataError(_msg("strategy 'probe' has no learning rate, epochs or batch size to search",
+                             where=f"space={space!r}",
+                             fix="call tune(...) without space= (the probe chooses its layer and regularisation by "
+                                 "cross-validation), or pass strategy='head' to search the head's settings"))
+    metric = metric or task.training.best_metric.removeprefix("eval_")
+    tmp = Path(tempfile.mkdtemp(prefix="appkit-tune-"))
+    try:
+        run = fine_tune(task, train_df, eval_df, TrainConfig(strategy="probe", seed=seed, output_dir=tmp,
+                                                             progress=False, checkpoints=False))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if metric not in run.metrics:
+        raise DataError(_msg(f"metric={metric!r} is not reported", where=f"available: {sorted(run.metrics)}"))
+    return TuneResult(trials=run.history, best_params={}, best_value=run.metrics[metric], metric=metric,
+                      strategy="probe", extra=dict(run.params))
 
 
 def _objective(task, train_df, eval_df, *, snapshot: dict, space: dict, strategy: str, seed: int, metric: str,

@@ -8,7 +8,8 @@ The contract, in four pieces (abstract methods: a task class that misses one fai
   dict per unit, with the keys the task declares in ``result_keys``).
 - ``Trains`` (driven by appkit/training.py): ``training`` (a ``TrainingDefaults``), ``_prepare_targets``,
   ``_train_collate``, ``_step_loss``; ``TrainsHead`` adds ``_features``, ``_head``, ``_head_collate`` for
-  strategy "head".
+  strategy "head", ``TrainsTop`` ``_top_features``, ``_top`` for "top", ``TrainsProbe`` ``_probe_features``,
+  ``_probe_inputs``, ``_apply_probe``, ``_restore_layers`` for "probe".
 - ``Evaluates``: ``_eval_table``, ``_metrics``, ``_worst``, ``_worst_html``; ``metric_info`` says in plain
   words what each metric means.
 - Options: ``predict_options`` maps each task-specific option of predict to the steps that take it
@@ -202,6 +203,30 @@ class TrainsTop(ABC):
         """The last block and everything after it, as one module that maps those features to logits."""
 
 
+class TrainsProbe(ABC):
+    """What strategy "probe" needs as well (BERT-style text encoders): a sentence vector after every pretrained
+    layer, computed once; the map from standardised features to what the head's last linear layer reads; and a
+    way to make the model compute the fitted probe (its layers up to the chosen one, then the head)."""
+
+    @abstractmethod
+    def _probe_features(self, batch):
+        """Model inputs -> [examples, layers, width]: one vector per pretrained layer (cached by the engine)."""
+
+    @abstractmethod
+    def _probe_inputs(self, z):
+        """Standardised features [rows, width] -> the input of the head's last linear layer, exactly as the model
+        will compute it once ``_apply_probe`` has run (the engine fits the linear model on these)."""
+
+    @abstractmethod
+    def _apply_probe(self, layer: int, shift, scale, coef, bias) -> None:
+        """Make the model compute the probe: pretrained layers 1..layer, standardisation (x - shift) / scale,
+        ``_probe_inputs``, then logits = inputs @ coef.T + bias."""
+
+    @abstractmethod
+    def _restore_layers(self) -> None:
+        """Put back the pretrained layers an earlier probe removed (while this task object holds them)."""
+
+
 class Evaluates(ABC):
     """What evaluate needs (appkit/evaluation.py builds the EvalReport from these)."""
     metric_info: ClassVar[Mapping[str, Metric]] = {}
@@ -244,13 +269,16 @@ def check_contract(cls) -> None:
         problems.append("it declares no training = TrainingDefaults(...)")
     else:
         for field in ("epochs", "learning_rate", "batch_size"):
-            lacking = [s for s in cls.strategies if s not in getattr(training, field)]
+            lacking = [s for s in cls.strategies if s != "probe" and s not in getattr(training, field)]
             if lacking:
                 problems.append(f"training.{field} has no value for strategy {lacking[0]!r}")
     if "head" in cls.strategies and not issubclass(cls, TrainsHead):
         problems.append("it offers strategy 'head' but is not a TrainsHead (_features, _head, _head_collate)")
     if "top" in cls.strategies and not issubclass(cls, TrainsTop):
         problems.append("it offers strategy 'top' but is not a TrainsTop (_top_features, _top)")
+    if "probe" in cls.strategies and not issubclass(cls, TrainsProbe):
+        problems.append("it offers strategy 'probe' but is not a TrainsProbe (_probe_features, _probe_inputs, "
+                        "_apply_probe, _restore_layers)")
     if not cls.result_keys:
         problems.append("it declares no result_keys")
     for name, steps in cls.predict_options.items():
@@ -604,8 +632,11 @@ class Task(Predicts, Trains, Evaluates):
 
         strategy: "head" trains a new head on features the frozen model computes once (minutes on a
         laptop CPU); "top" trains the last block (EfficientNet-Lite) or the last pretrained layer (BERT-style
-        text encoders) and the head on the cached input of that block or layer; "full" trains every weight;
-        "auto" = the task's cached strategy on a CPU
+        text encoders) and the head on the cached input of that block or layer; "probe" (BERT-style text
+        encoders; text's choice on a CPU) fits a regularised linear model on the sentence vector of one
+        pretrained layer, the layer and regularisation chosen by 5-fold cross-validation on the training rows,
+        and keeps the layers up to it (no epochs, learning rate or validation split); "full" trains every weight;
+        "auto" = the task's frozen strategy on a CPU
         or with fewer than 1000 training rows, full on a GPU with more (the run's notes say which and why).
         epochs: None takes the strategy's default (``type(task).training.epochs``: many cheap
         epochs for "head", a few for "full"). With validation data (``eval_data``, or

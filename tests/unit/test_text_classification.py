@@ -296,3 +296,88 @@ def test_many_labels_keep_the_top_five_scores_unless_asked_and_evaluate_keeps_al
     assert all(len(s) == 30 for s in report.table["scores"])
     few = appkit.load("text-classification", folder, labels=labels[:3])
     assert len(few.predict("good product")["scores"]) == 3
+
+
+# ---------------------------------------------------------------------- strategy "probe"
+def test_probe_chooses_a_layer_by_cross_validation_and_saves_a_stock_model(folder, tmp_path):
+    """The default on a CPU: a linear model on one layer's sentence vectors; the saved folder keeps the layers up to
+    it and gives the pipeline the same labels and scores."""
+    from transformers import pipeline
+
+    from appkit.training import PROBE_C
+
+    clf = appkit.load("text-classification", folder, labels=["negative", "positive"])
+    run = clf.fine_tune(text_train_frame(40), progress=False, output_dir=tmp_path / "run")
+    assert run.strategy == "probe" and "auto: no GPU" in run.notes[0]
+    assert any("cross-validation" in n for n in run.notes) and run.calibration["rows"] == 40
+    # every candidate is a row of the history: 2 pretrained layers x the C grid x 2 class weightings ("auto")
+    assert len(run.history) == 2 * len(PROBE_C) * 2 and run.history["step"].tolist() == list(range(1, len(run.history) + 1))
+    assert run.metrics["accuracy"] > 0.9                           # cross-validated on the 40 rows (6 texts a class)
+    layer = run.params["layer"]
+    assert layer in (1, 2) and clf.model.config.num_hidden_layers == layer + 1 and clf.mode == "trained"
+    texts = ["good great product", "the worst drug", "happy it is fine", "ugly really broken", "love it"]
+    ours = clf.predict(texts)
+    clf.save(tmp_path / "saved")
+    theirs = pipeline("text-classification", model=str(tmp_path / "saved"), device="cpu", top_k=None)(texts)
+    assert [r["label"] for r in ours] == [max(t, key=lambda s: s["score"])["label"] for t in theirs]
+    for r, t in zip(ours, theirs):
+        assert {s["label"]: s["score"] for s in t} == pytest.approx(r["scores"], abs=1e-4)
+    ax = run.plot()
+    assert ax.get_xlabel().startswith("pretrained layer") and len(ax.lines) >= len(PROBE_C)
+    # a second probe starts again from every pretrained layer (the first kept fewer)
+    again = clf.fine_tune(text_train_frame(40), strategy="probe", seed=1, progress=False, output_dir=tmp_path / "r2")
+    assert set(again.history["layer"]) == {1, 2}
+
+
+def test_probe_resumes_from_its_features_on_disk(folder, tmp_path, monkeypatch):
+    """Interrupted or not, a second run on the same data reads the features from disk and makes the same choice."""
+    first = appkit.load("text-classification", folder, labels=["negative", "positive"])
+    run = first.fine_tune(text_train_frame(40), progress=False, output_dir=tmp_path / "run")
+    second = appkit.load("text-classification", folder, labels=["negative", "positive"])
+
+    def never(*a, **k):
+        raise AssertionError("features were computed again")
+
+    monkeypatch.setattr(type(second), "_probe_features", never)
+    resumed = second.fine_tune(text_train_frame(40), progress=False, output_dir=tmp_path / "run", resume=True)
+    assert resumed.params == run.params
+    texts = ["good great product", "the worst drug"]
+    for a, b in zip(second.predict(texts), first.predict(texts)):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)
+
+
+def test_auto_trains_in_epochs_when_epochs_are_set_and_tune_runs_the_probe_search(folder, tmp_path):
+    clf = appkit.load("text-classification", folder, labels=["negative", "positive"])
+    run = clf.fine_tune(text_train_frame(), epochs=2, progress=False, output_dir=tmp_path / "run")
+    assert run.strategy == "head" and "you set epochs" in run.notes[0]
+    layers = clf.model.config.num_hidden_layers
+    search = clf.tune(text_train_frame(40), seed=0)
+    assert search.strategy == "probe" and search.best_params == {} and search.extra["layer"] in (1, 2)
+    assert "cross-validation chose" in search._repr_html_() and len(search.trials) > 4
+    assert clf.model.config.num_hidden_layers == layers          # tuning never changes the model the user holds
+    assert clf.fine_tune(text_train_frame(40), **search.best_params, progress=False,
+                         output_dir=tmp_path / "r2").params == search.extra
+    with pytest.raises(DataError, match="strategy 'probe' has no learning rate"):
+        clf.tune(text_train_frame(40), strategy="probe", space={"learning_rate": ("log", 1e-3, 1e-2)})
+    with pytest.warns(UserWarning, match="epochs does not apply"):
+        clf.fine_tune(text_train_frame(40), strategy="probe", epochs=3, progress=False, output_dir=tmp_path / "r3")
+
+
+def test_fit_logistic_matches_scikit_learn():
+    """The probe's solver minimises scikit-learn's L2 logistic regression objective (same C, bias not penalised)."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from appkit.training import fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 10))
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.8, size=120) > 0).astype(int) + (x[:, 2] > 1)
+    for c in (0.01, 1.0):
+        ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(x, y)
+        theta = fit_logistic(torch.tensor(x), y, 3, c, max_iter=1000)
+        ours = x @ theta[:-1].numpy() + theta[-1].numpy()
+        theirs = ref.decision_function(x)
+        # multinomial logits are defined up to a shift per row: compare centred
+        assert ours - ours.mean(1, keepdims=True) == pytest.approx(theirs - theirs.mean(1, keepdims=True), abs=2e-3)

@@ -91,11 +91,14 @@ def test_checkpoints_can_be_switched_off_to_save_disk(clf, tmp_path):
 def test_auto_strategy_says_what_it_picked_and_why(clf, tmp_path):
     from appkit.training import AUTO_FULL_MIN_ROWS, _choose_strategy
 
+    run = clf.fine_tune(text_train_frame(24), progress=False, output_dir=tmp_path / "r")
+    assert run.strategy == "probe" and run.notes[0].startswith("strategy 'probe' (auto: no GPU")
     run = clf.fine_tune(text_train_frame(24), epochs=1, progress=False, output_dir=tmp_path / "r")
-    assert run.strategy == "head" and run.notes[0].startswith("strategy 'head' (auto: no GPU")
+    assert run.strategy == "head" and run.notes[0].startswith("strategy 'head' (auto: you set epochs")
     clf.device = "cuda"          # what the rule sees on a GPU (nothing runs here)
     few, why = _choose_strategy(clf, "auto", rows=AUTO_FULL_MIN_ROWS - 1)
-    assert few == "head" and f"{AUTO_FULL_MIN_ROWS - 1} training rows, fewer than {AUTO_FULL_MIN_ROWS}" in why
+    assert few == "probe" and f"{AUTO_FULL_MIN_ROWS - 1} training rows, fewer than {AUTO_FULL_MIN_ROWS}" in why
+    assert _choose_strategy(clf, "auto", rows=AUTO_FULL_MIN_ROWS - 1, loop_settings=["epochs"])[0] == "head"
     assert _choose_strategy(clf, "auto", rows=AUTO_FULL_MIN_ROWS)[0] == "full"
     assert _choose_strategy(clf, "full", rows=10) == ("full", "strategy 'full', as asked")
 
