@@ -429,7 +429,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--model", help="start from this model (folder, catalogue name or hub id) instead of the default")
     f.add_argument("--labels", help="comma-separated class names, fixing their order")
     f.add_argument("--columns", nargs="+", metavar="YOURS=APPKITS", help="rename columns, e.g. body=text")
-    f.add_argument("--strategy", default="auto", help="auto (default), head, top (images) or full")
+    f.add_argument("--strategy", default="auto", help="auto (default), head, probe (text), top or full")
     f.add_argument("--epochs", type=float)
     f.add_argument("--learning-rate", type=float)
     f.add_argument("--batch-size", type=int)

@@ -75,7 +75,7 @@ class TrainingRun:
         ax = ax or plt.subplots(figsize=(6, 3.5))[1]
         h = self.history
         if self.strategy == "probe" and "cv_macro_f1" in h:   # no epochs: the cross-validation's choice instead
-            chosen = h[h["class_weights"] == (self.params.get("class_weights") or "none")]
+            chosen = h[h["class_weights"] == self.params["class_weights"]]
             for c, d in chosen.groupby("C"):
                 ax.plot(d["layer"], d["cv_macro_f1"], "o-", label=f"C={c:g}")
             ax.axvline(self.params["layer"], color="grey", ls=":", label="chosen layer")
@@ -376,12 +376,11 @@ def _probe_run(task, cfg: TrainConfig, notes: list, train: tuple, evaluation: tu
         held_out = None
     metrics, calibration = _probe_outcome(task, search, y, t, held_out, notes, layers=x.shape[1])
     seconds = time.perf_counter() - started
-    params = {"layer": best["layer"], "C": best["C"], "class_weights": best["class_weights"]}
-    task.meta["training"] = {"strategy": "probe", "epochs": None, "learning_rate": None, "batch_size": None,
-                             **params, "seed": cfg.seed, "data_fingerprint": data_fingerprint(task, train_df),
-                             "rows": len(train_df), "validation_rows": len(eval_df) if eval_df is not None else 0,
-                             "best_epoch": None, "calibration": calibration, "notes": notes, "eval_metrics": metrics,
-                             "seconds": round(seconds, 1)}
+    params = {"layer": best["layer"], "C": best["C"], "class_weights": best["class_weights"] or "none"}
+    task.meta["training"] = {"strategy": "probe", **params, "seed": cfg.seed,
+                             "data_fingerprint": data_fingerprint(task, train_df), "rows": len(train_df),
+                             "validation_rows": len(eval_df) if eval_df is not None else 0, "calibration": calibration,
+                             "notes": notes, "eval_metrics": metrics, "seconds": round(seconds, 1)}
     return TrainingRun(history=search["table"], strategy="probe", params=params, metrics=metrics,
                        output_dir=cache_dir, seconds=seconds, notes=notes, calibration=calibration)
 

@@ -38,25 +38,31 @@ def _stop_at(step: int):
 
 
 @needs_text
-def test_text_default_beats_the_old_cls_head_on_drug_reviews(tmp_path):
-    """The old head read [CLS] (which a mean-pooling encoder never learnt to fill), kept the last epoch and
-    balanced classes fully; the default reads the mean-pooled tokens, keeps the best epoch of an automatic
-    validation split and weighs classes by the square root. Measured 0.486 vs 0.378 macro-F1."""
+def test_text_default_beats_the_previous_head_on_drug_reviews_and_deploys(tmp_path):
+    """The default on a CPU is now strategy "probe" (a cross-validated linear model on one frozen layer); the
+    previous default, the head on the last layer (30 epochs, best epoch of a validation split), was 7-9 points of
+    accuracy behind full fine-tuning here. Measured (AVX2, float32): probe 0.707 / 0.500, head 0.660 / 0.483."""
+    from transformers import pipeline
+
     from appkit.samples import drug_reviews
 
     train, test = drug_reviews("train"), drug_reviews("test")
     new = appkit.load("text-classification")
     run = new.fine_tune(train, output_dir=tmp_path / "new", progress=False, checkpoints=False)
-    assert run.strategy == "head" and "auto: no GPU" in run.notes[0] and run.best_epoch is not None
+    assert run.strategy == "probe" and "auto: no GPU" in run.notes[0] and run.calibration["rows"] == len(train)
     old = appkit.load("text-classification")
-    old.meta["pooling"] = "cls"      # no mean-pooling layer: the head reads [CLS], as before
-    old.fine_tune(train, strategy="head", epochs=20, validation_split=0, class_weights="balanced",
-                  output_dir=tmp_path / "old", progress=False, checkpoints=False)
-    m_new, m_old = new.evaluate(test).metrics, old.evaluate(test).metrics
-    print(f"\ndrug reviews: default head {m_new['accuracy']:.3f} / {m_new['macro_f1']:.3f}, "
-          f"old [CLS] head {m_old['accuracy']:.3f} / {m_old['macro_f1']:.3f} (accuracy / macro-F1)")
-    assert m_new["macro_f1"] >= m_old["macro_f1"] + 0.05, (m_new, m_old)
-    assert m_new["accuracy"] >= m_old["accuracy"], (m_new, m_old)
+    old.fine_tune(train, strategy="head", output_dir=tmp_path / "old", progress=False, checkpoints=False)
+    report = new.evaluate(test)
+    m_new, m_old = report.metrics, old.evaluate(test).metrics
+    print(f"\ndrug reviews: default probe (layer {run.params['layer']}, C {run.params['C']}) {m_new['accuracy']:.3f} / "
+          f"{m_new['macro_f1']:.3f}, previous head {m_old['accuracy']:.3f} / {m_old['macro_f1']:.3f} (accuracy / macro-F1)")
+    assert m_new["accuracy"] >= m_old["accuracy"] + 0.025, (m_new, m_old)
+    assert m_new["macro_f1"] >= m_old["macro_f1"] - 0.01, (m_new, m_old)
+    # the saved folder: a stock BERT classifier cut at the chosen layer, the same labels in a plain pipeline
+    new.save(tmp_path / "saved")
+    texts = list(test["text"][:60])
+    theirs = [r["label"] for r in pipeline("text-classification", model=str(tmp_path / "saved"), truncation=True)(texts)]
+    assert theirs == list(report.table["prediction"][:60])
 
 
 @needs_text

@@ -14,8 +14,8 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "00-quickstart.ip
 _FACTS = """
 import json as _json
 _cmp = comparison.to_dict()
-print("FACTS" + _json.dumps({"comparison": _cmp, "best_epoch": run.best_epoch, "notes": run.notes,
-                             "calibration": run.calibration, "tuned": search.best_params,
+print("FACTS" + _json.dumps({"comparison": _cmp, "strategy": run.strategy, "chosen": run.params, "notes": run.notes,
+                             "calibration": run.calibration, "tuned": search.extra,
                              "closing": pipeline("text-classification", model=str(folder))(
                                  "Worked well, only a mild headache the first week.")[0]["label"],
                              "again": list(again.predict(test, column="text").pred_label),
@@ -51,8 +51,10 @@ def test_quickstart_fine_tuning_beats_zero_shot_and_the_majority_and_is_calibrat
     assert ft["macro_f1"] > max(names["macro_f1"], desc["macro_f1"], majority["macro_f1"]) + 0.03, cmp
     assert ft["calibration_error"] <= min(names["calibration_error"], desc["calibration_error"]), cmp
     assert ft["accuracy"] >= majority["accuracy"] - 0.03, cmp    # no worse than "always positive" either
-    assert facts["best_epoch"] is not None and facts["calibration"]["error_after"] <= facts["calibration"]["error_before"]
-    assert any("held out" in n for n in facts["notes"]) and any("kept the weights of epoch" in n for n in facts["notes"])
+    # what the markdown says: the probe, its layer chosen by the search on 5 splits, the same choice as tune()'s
+    assert facts["strategy"] == "probe" and facts["chosen"] == facts["tuned"], facts
+    assert facts["calibration"]["error_after"] <= facts["calibration"]["error_before"]
+    assert any("5-fold cross-validation on the 600 training rows" in n for n in facts["notes"]), facts["notes"]
     # the saved model answers like the notebook's model did, and the closing example reads as positive
     again_acc = sum(p == t for p, t in zip(facts["again"], facts["labels"])) / len(facts["labels"])
     assert again_acc == pytest.approx(ft["accuracy"], abs=0.01)
