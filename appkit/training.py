@@ -139,7 +139,7 @@ def resolve_strategy(task, strategy: str, rows: int | None = None, loop_settings
 # hooks (features of a batch, the trainable module that maps them to the output)
 _CACHED = {"head": ("_features", "_head"), "top": ("_top_features", "_top")}
 # Strategies that keep the pretrained model frozen: the cached ones, and "probe" (a linear model on one of its
-# layers, chosen by cross-validation, fitted in closed form on features computed once: see ``_probe_run``)
+# layers, chosen by cross-validation, fitted in seconds on features computed once: see ``_probe_run``)
 _FROZEN = (*_CACHED, "probe")
 # "auto" trains every weight only on a GPU with at least this many training rows. Below it the cached
 # strategy was as good or better on every benchmark (bench/finetune.py: 600 drug reviews, 240 clip-art
@@ -343,7 +343,7 @@ def _check_probe_config(cfg: TrainConfig) -> None:
     given = [n for n in ("epochs", "learning_rate", "batch_size") if getattr(cfg, n) is not None]
     given += [n for n in ("early_stopping_patience", "callbacks") if getattr(cfg, n)]
     if given:
-        warn(f"strategy 'probe' fits a linear model in closed form, so {', '.join(given)} "
+        warn(f"strategy 'probe' fits a linear model (no training loop), so {', '.join(given)} "
              f"{'does' if len(given) == 1 else 'do'} not apply and {'was' if len(given) == 1 else 'were'} ignored; "
              "its layer and regularisation are chosen by cross-validation (pass strategy='head' to train with them).")
 
