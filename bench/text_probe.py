@@ -1,21 +1,15 @@
-"""Issue 10's lead for text: a regularised linear probe on a middle layer vs appkit's default head, two data sets.
+"""Text's default strategy, "probe", against the previous default ("head") on two real data sets.
 
-Not a strategy appkit ships yet: this measures the one lever that closed the accuracy gap to full fine-tuning on
-drug reviews, so that the next step (a "probe" strategy whose saved folder is a stock BERT classifier) is built on
-numbers from more than one data set.
+The probe (appkit/training.py, ``strategy="probe"``): the packaged MiniLM-L6 stays frozen; for every text the
+layer-normalised mean of its tokens after each layer is computed once; an L2 logistic regression on one layer,
+whose layer, regularisation C and class weighting are chosen by stratified 5-fold cross-validation on the
+training rows (accuracy + macro-F1), refitted on all of them and written into a stock BERT classifier cut at
+that layer. The head: the model's own classification layers trained for 30 epochs on the last layer's
+mean-pooled vector, the best epoch of a 20% validation split kept. bench/finetune.py puts both beside full
+fine-tuning on drug reviews; this script adds a second data set (ICD-10-CM chapters), so a default is not
+chosen on one set.
 
-The probe: the packaged MiniLM-L6, frozen; for every text the layer-normalised mean of its tokens after each layer
-l = 1..6 (what appkit's mean-pooling layer outputs at [CLS] when it sits after layer l); each feature
-standardised on the training rows; an L2 logistic regression (scikit-learn). The layer and the regularisation C
-are chosen by 5-fold stratified cross-validation on the training rows only (score: accuracy + macro-F1), then
-refit on all of them. Such a probe folds into a stock model: keep layers 1..l, append the mean-pooling layer,
-put the standardisation into the pooler's dense layer (tanh is linear at small scale) and the coefficients into
-the classifier.
-
-Peer: appkit's default, ``fine_tune(strategy="head")`` (its features, validation split and 30 epochs), on the
-same rows; for drug reviews also the full fine-tune recorded by bench/finetune.py, when its results are there.
-Each side timed once from a freshly loaded model (the probe's time: features of every layer + the
-cross-validation + the refit).
+Each side timed once from a freshly loaded model (features included), then evaluated on the test rows.
 
     python bench/text_probe.py [--sets drug,icd] [--seed 0]
 """
@@ -47,70 +41,26 @@ def data(name: str, seed: int):
     return train.reset_index(drop=True), df.drop(train.index).reset_index(drop=True)
 
 
-def layer_means(clf, texts: list[str]):
-    """[texts, layers, width]: LayerNorm(mean of the unmasked tokens) after each pretrained layer."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    encoder, out = clf.model.base_model.eval(), []
-    for i in range(0, len(texts), 32):
-        batch = clf._collate(texts[i:i + 32])
-        with torch.inference_mode():
-            states = encoder(**batch, output_hidden_states=True).hidden_states[1:]
-        m = batch["attention_mask"].unsqueeze(-1).float()
-        means = torch.stack([(h * m).sum(1) / m.sum(1) for h in states], 1)
-        out.append(F.layer_norm(means, means.shape[-1:], eps=clf.model.config.layer_norm_eps))
-    return np.asarray(torch.cat(out))
-
-
-def probe(train, test, seed: int) -> tuple[dict, float, dict]:
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    import appkit
-    from appkit.metrics import classification
-
-    clf = appkit.load("text-classification", labels=sorted(train["label"].unique()))
-    started = time.perf_counter()
-    x, y = layer_means(clf, list(train["text"])), train["label"].astype(str).to_numpy()
-    labels = sorted(set(y))
-    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-
-    def model(c):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-
-    scores = {}
-    for layer in range(x.shape[1]):
-        for c in C_GRID:
-            m = classification(y, cross_val_predict(model(c), x[:, layer], y, cv=folds), labels)
-            scores[(layer + 1, c)] = m["accuracy"] + m["macro_f1"]
-    layer, c = max(scores, key=scores.get)
-    fitted = model(c).fit(x[:, layer - 1], y)
-    seconds = time.perf_counter() - started
-    pred = fitted.predict(layer_means(clf, list(test["text"]))[:, layer - 1])
-    return classification(test["label"].astype(str).to_numpy(), pred, labels), seconds, {"layer": layer, "C": c}
-
-
-def head(train, test, seed: int) -> tuple[dict, float]:
+def fit(strategy: str, train, test, seed: int) -> tuple[dict, float, dict]:
     import appkit
 
     clf = appkit.load("text-classification", labels=sorted(train["label"].unique()))
     started = time.perf_counter()
-    clf.fine_tune(train, strategy="head", seed=seed, progress=False, output_dir=tempfile.mkdtemp(prefix="probe-head-"))
+    run = clf.fine_tune(train, strategy=strategy, seed=seed, progress=False,
+                        output_dir=tempfile.mkdtemp(prefix=f"bench-{strategy}-"))
     seconds = time.perf_counter() - started
-    return clf.evaluate(test).metrics, seconds
+    return clf.evaluate(test, progress=False).metrics, seconds, run.params
 
 
 def recorded_full() -> dict | None:
-    path = RESULTS / "finetune.json"
-    if not path.exists():
-        return None
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["task"].startswith("fine-tune text")]
-    return rows[0] if rows else None
+    """A text row of bench/finetune.py (its peer is full fine-tuning), from a text-only run if there is one."""
+    for name in ("finetune_text", "finetune"):
+        path = RESULTS / f"{name}.json"
+        rows = [r for r in json.loads(path.read_text())["rows"]
+                if r["task"].startswith("fine-tune text") and not r["appkit"].startswith("tune")] if path.exists() else []
+        if rows:
+            return rows[0]
+    return None
 
 
 def main() -> None:
@@ -122,18 +72,20 @@ def main() -> None:
     rows = []
     for name in args.sets.split(","):
         train, test = data(name, args.seed)
-        p, p_s, chosen = probe(train, test, args.seed)
-        h, h_s = head(train, test, args.seed)
+        p, p_s, chosen = fit("probe", train, test, args.seed)
+        h, h_s, _ = fit("head", train, test, args.seed)
         what = {"drug": "drug reviews", "icd": "ICD-10-CM chapters"}[name]
-        print(f"{what}: {len(train)} train / {len(test)} test; probe chose layer {chosen['layer']}, C {chosen['C']}")
+        print(f"{what}: {len(train)} train / {len(test)} test; probe chose layer {chosen['layer']}, C {chosen['C']}, "
+              f"class weights {chosen['class_weights']}")
         print(f"  probe {p_s:6.1f} s  accuracy {p['accuracy']:.3f}  macro-F1 {p['macro_f1']:.3f}")
         print(f"  head  {h_s:6.1f} s  accuracy {h['accuracy']:.3f}  macro-F1 {h['macro_f1']:.3f}")
         rows.append({"task": f"fine-tune text, {what} ({len(train)} rows)",
-                     "appkit": f"probe (layer {chosen['layer']} of 6, C {chosen['C']}, chosen by 5-fold CV)",
-                     "peer": "head (appkit's default)", "appkit_s": round(p_s, 1), "peer_s": round(h_s, 1),
+                     "appkit": f"probe, the default (chose layer {chosen['layer']} of 6, C {chosen['C']:g}, "
+                               f"class weights {chosen['class_weights']}, by 5-fold CV)",
+                     "peer": "head (the previous default)", "appkit_s": round(p_s, 1), "peer_s": round(h_s, 1),
                      "quality": f"accuracy {p['accuracy']:.3f} vs {h['accuracy']:.3f}, "
                                 f"macro_f1 {p['macro_f1']:.3f} vs {h['macro_f1']:.3f}",
-                     "memory": "", "notes": "not shipped yet (issue 10's lead); 1 timed round each"})
+                     "memory": "", "notes": "1 timed round each, features included"})
         full = recorded_full() if name == "drug" else None
         if full:
             print(f"  full fine-tuning, recorded by bench/finetune.py: {full['peer_s']} s, {full['quality']} "
