@@ -104,7 +104,9 @@ class TrainingRun:
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return (f"<b>Fine-tuning run</b>{state}: strategy <code>{self.strategy}</code>, {self.seconds:.0f} s"
                 f"{', ' + metrics if metrics else ''}" + (f"<ul>{notes}</ul>" if notes else "<br>")
-                + self.history.tail(10).to_html(index=False, float_format="%.4f"))
+                + (f"The search's best {min(len(self.history), _SHOWN)} of {len(self.history)} candidates (all in "
+                   "<code>.history</code>):<br>" if self.strategy == "probe" else "")
+                + _shown_rows(self.history).to_html(index=False, float_format="%.4f"))
 
 
 @dataclass
@@ -124,11 +126,22 @@ class TuneResult:
         if not self.best_params and self.extra:
             return (f"<b>Hyperparameter search</b> (strategy <code>{self.strategy}</code>): cross-validation chose "
                     f"<code>{html.escape(repr(Metrics(self.extra)))}</code>, {self.metric} {self.best_value:.4f}; "
-                    "<code>fine_tune(train)</code> makes the same choice on the same rows<br>"
-                    + self.trials.to_html(index=False, float_format="%.4g"))
+                    "<code>fine_tune(train)</code> makes the same choice on the same rows. The best "
+                    f"{min(len(self.trials), _SHOWN)} of {len(self.trials)} candidates (all in <code>.trials</code>):<br>"
+                    + _shown_rows(self.trials).to_html(index=False, float_format="%.4g"))
         return (f"<b>Hyperparameter search</b>: best {self.metric} {self.best_value:.4f} with "
                 f"<code>{html.escape(repr(Metrics(self.best_params)))}</code><br>"
                 + self.trials.to_html(index=False, float_format="%.4g"))
+
+
+_SHOWN = 8   # rows of a probe's cross-validation table shown in a notebook (the best ones)
+
+
+def _shown_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """What a notebook shows of a history or search table: a probe's best candidates, else the last rows."""
+    if "cv_score" in table and table["cv_score"].notna().any():
+        return table.sort_values("cv_score", ascending=False, kind="stable").head(_SHOWN)
+    return table.tail(10)
 
 
 def resolve_strategy(task, strategy: str, rows: int | None = None, loop_settings=()) -> str:
