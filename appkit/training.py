@@ -264,9 +264,7 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
 def _plan_run(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: TrainConfig):
     """(strategy, cfg with its epochs, train rows, validation rows or None, notes): the strategy and why, the
     checked options, and the validation rows held out of the training data where asked (or by default)."""
-    loop = [n for n in ("epochs", "learning_rate", "batch_size") if getattr(cfg, n) is not None]
-    loop += [n for n in ("early_stopping_patience", "callbacks") if getattr(cfg, n)]
-    strategy, why = _choose_strategy(task, cfg.strategy, len(train_df), loop)
+    strategy, why = _choose_strategy(task, cfg.strategy, len(train_df), _loop_settings(cfg))
     cfg = dataclasses.replace(cfg, strategy=strategy)
     notes = [why]
     if strategy == "probe":
@@ -352,9 +350,14 @@ PROBE_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 PROBE_FOLDS = 5
 
 
+def _loop_settings(cfg: TrainConfig) -> list[str]:
+    """The settings the caller gave that only a strategy trained in epochs uses."""
+    return ([n for n in ("epochs", "learning_rate", "batch_size") if getattr(cfg, n) is not None]
+            + [n for n in ("early_stopping_patience", "callbacks") if getattr(cfg, n)])
+
+
 def _check_probe_config(cfg: TrainConfig) -> None:
-    given = [n for n in ("epochs", "learning_rate", "batch_size") if getattr(cfg, n) is not None]
-    given += [n for n in ("early_stopping_patience", "callbacks") if getattr(cfg, n)]
+    given = _loop_settings(cfg)
     if given:
         warn(f"strategy 'probe' fits a linear model (no training loop), so {', '.join(given)} "
              f"{'does' if len(given) == 1 else 'do'} not apply and {'was' if len(given) == 1 else 'were'} ignored; "
@@ -1034,10 +1037,14 @@ def _tune_probe(task, train_df, eval_df, *, space: dict | None, metric: str | No
                                                              progress=False, checkpoints=False))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return TuneResult(trials=run.history, best_params={}, best_value=_metric_of(run, metric), metric=metric,
+                      strategy="probe", extra=dict(run.params))
+
+
+def _metric_of(run: TrainingRun, metric: str) -> float:
     if metric not in run.metrics:
         raise DataError(_msg(f"metric={metric!r} is not reported", where=f"available: {sorted(run.metrics)}"))
-    return TuneResult(trials=run.history, best_params={}, best_value=run.metrics[metric], metric=metric,
-                      strategy="probe", extra=dict(run.params))
+    return run.metrics[metric]
 
 
 def _objective(task, train_df, eval_df, *, snapshot: dict, space: dict, strategy: str, seed: int, metric: str,
@@ -1052,9 +1059,7 @@ def _objective(task, train_df, eval_df, *, snapshot: dict, space: dict, strategy
             warnings.simplefilter("ignore")
             run = fine_tune(task, train_df, eval_df, cfg)
         shutil.rmtree(cfg.output_dir, ignore_errors=True)
-        if metric not in run.metrics:
-            raise DataError(_msg(f"metric={metric!r} is not reported", where=f"available: {sorted(run.metrics)}"))
-        return run.metrics[metric]
+        return _metric_of(run, metric)
 
     return objective
 
