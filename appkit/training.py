@@ -295,7 +295,12 @@ def _datasets(task, strategy: str, cache_dir: Path, train: tuple, evaluation: tu
         return task.model, _PairDataset(train_units, train_y), eval_ds, _FullCollator(task)
     features, head = (getattr(task, hook) for hook in _CACHED[strategy])
     model = _HeadModel(head())      # first: a new head draws its initial weights from the run's seeded RNG
-    train_ds = _PairDataset(_cached_features(task, features, train_units, train_df, cache_dir, "train", strategy), train_y)
+    rows = len(train_units)
+    train_units, train_y = task._cached_examples(train_units, train_y)
+    train_ds = _PairDataset(_cached_features(task, features, train_units, train_df, cache_dir, "train", strategy), train_y,
+                            rows=rows)
+    if eval_units:
+        eval_units, eval_y = task._cached_examples(eval_units, eval_y)
     eval_ds = (_PairDataset(_cached_features(task, features, eval_units, eval_df, cache_dir, "eval", strategy), eval_y)
                if eval_units else None)
     return model, train_ds, eval_ds, task._head_collate
@@ -729,8 +734,12 @@ def _preprocess_all(task, df: pd.DataFrame, where: str) -> list:
 
 
 class _PairDataset:
-    def __init__(self, xs, ys):
+    """(input, target) pairs; ``rows``: the training rows they hold (more than pairs where a task packs several
+    rows into one example, see ``_cached_examples``), so that a batch size counts rows."""
+
+    def __init__(self, xs, ys, rows: int | None = None):
         self.xs, self.ys = xs, ys
+        self.rows = len(ys) if rows is None else rows
 
     def __len__(self):
         return len(self.ys)
@@ -785,7 +794,8 @@ def _cached_features(task, features, units: list, df: pd.DataFrame, out_dir: Pat
     import hashlib
 
     model_key = hashlib.sha256(task._model_key().encode()).hexdigest()[:12]
-    key = f"{model_key}-{strategy}-{data_fingerprint(task, df[[task.input_column]])}"
+    # the count: rows a task packs into shared examples (speech) never meet features cached per row
+    key = f"{model_key}-{strategy}-{len(units)}-{data_fingerprint(task, df[[task.input_column]])}"
     cache = feature_cache(task)
     if key in cache:
         return cache[key]
@@ -838,6 +848,7 @@ def _build_trainer(task, model, train_ds, eval_ds, collate, cfg: TrainConfig, st
     import torch
     from transformers import Trainer, TrainingArguments
 
+    bs = max(1, round(bs * len(train_ds) / train_ds.rows))      # the batch size counts rows, not packed examples
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (bs * process_rank()[1])))   # DDP: each rank takes bs
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=cfg.epochs, learning_rate=lr, per_device_train_batch_size=bs,

@@ -244,13 +244,15 @@ TINY_SPEECH_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|t
 SPEECH_WORDS = "yes no stop go left right up down".split()
 
 
-def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8, listening: bool = False) -> str:
+def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8, listening: bool = False,
+                             timestamps: int = 4, max_target_positions: int = 32) -> str:
     """A random English-only Whisper (d_model 32, 2+2 layers, byte-level vocabulary of ~270) reading 2 s windows.
 
     At the default initialisation its decoder ignores the audio and writes only <|notimestamps|> (empty text),
     so a test comparing two of its transcripts compares '' with ''. ``listening=True`` builds one whose
     words depend on the audio (wider initialisation, special tokens suppressed): use it where a transcript
-    must be able to differ."""
+    must be able to differ. ``timestamps``: how many <|t.tt|> tokens (0.02 s apart) the vocabulary has;
+    ``window_s / 0.02 + 1`` of them make a model that can write where each clip of a packed window sits."""
     import torch
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -265,11 +267,11 @@ def make_tiny_whisper_folder(path, *, window_s: int = 2, n_mels: int = 8, listen
     raw.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in TINY_SPEECH_SPECIALS])
     raw.save(str(path / "tokenizer.json"))
     ids = {s: len(alphabet) + i for i, s in enumerate(TINY_SPEECH_SPECIALS)}
-    vocab = len(alphabet) + len(TINY_SPEECH_SPECIALS) + 4           # + 4 timestamp tokens
+    vocab = len(alphabet) + len(TINY_SPEECH_SPECIALS) + timestamps
     frames = window_s * 100                                          # 10 ms hop
     cfg = WhisperConfig(vocab_size=vocab, num_mel_bins=n_mels, d_model=32, encoder_layers=2, decoder_layers=2,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_source_positions=frames // 2, max_target_positions=32,
+                        max_source_positions=frames // 2, max_target_positions=max_target_positions,
                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
                         pad_token_id=ids["<|endoftext|>"], decoder_start_token_id=ids["<|startoftranscript|>"],
                         suppress_tokens=[], begin_suppress_tokens=[ids["<|endoftext|>"]],

@@ -173,6 +173,11 @@ class Trains(ABC):
     def _after_fit(self, run) -> None:
         """After a finished run (e.g. mark a classifier trained, drop a stale inference copy)."""
 
+    def _cached_examples(self, units: list, targets: list) -> tuple[list, list]:
+        """The examples whose features are cached, from the preprocessed rows and their targets: the rows
+        themselves, unless the task packs several rows into one model input as its predict does (speech)."""
+        return units, targets
+
 
 class TrainsHead(ABC):
     """What strategy "head" needs as well: features the frozen model computes once, and a small head over them."""

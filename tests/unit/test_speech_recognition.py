@@ -247,6 +247,41 @@ def test_short_clips_are_packed_into_windows_that_fit(asr):
     assert asr._batches(keyed, batch_size=2, pack=False) == [keyed[k:k + 2] for k in range(0, 7, 2)]
 
 
+def test_head_training_packs_short_clips_into_windows_with_timestamped_targets(asr, tmp_path):
+    """Strategy "head" caches one encoder pass per packed window (as predict packs), its target each clip's words
+    between the timestamps of where the clip sits in the window."""
+    lengths = [1.5, 0.9, 0.6, 0.5, 0.4, 0.3, 0.3]
+    units = [asr._preprocess((_tone(d), 16000), where=f"input {k}") for k, d in enumerate(lengths)]
+    targets = [asr._label_ids(f"word {k}", where=f"row {k}") for k in range(len(units))]
+    # the tiny model has 4 timestamp tokens, too few to say where a clip sits in its 2 s window: nothing is packed
+    assert asr._cached_examples(units, targets) == (units, targets)
+    asr = appkit.load("speech-recognition", make_tiny_whisper_folder(tmp_path / "stamps", timestamps=101,
+                                                                     max_target_positions=64))
+    lengths = [1.5, 0.9, 0.6, 0.5, 0.4, 0.3, 0.3]
+    units = [asr._preprocess((_tone(d, f=200 + 40 * k), 16000), where=f"input {k}") for k, d in enumerate(lengths)]
+    targets = [asr._label_ids(f"word {k}", where=f"row {k}") for k in range(len(units))]
+    examples, ys = asr._cached_examples(units, targets)
+    assert len(examples) == 3 and examples[0] is units[0] and ys[0] == targets[0]     # 1.5 s: alone, as it was
+    tok = asr.processor.tokenizer
+    seen = []
+    for window, y in zip(examples[1:], ys[1:]):
+        text = tok.decode(y, decode_with_timestamps=True)
+        stamps = [float(t) for t in re.findall(r"<\|(\d+\.\d+)\|>", text)]
+        spans = window.spans()
+        assert len(stamps) == 2 * len(spans) and "notimestamps" not in text, text
+        for (at, d), (a, b) in zip(spans, zip(stamps[::2], stamps[1::2])):
+            assert a == pytest.approx(at, abs=0.011) and b == pytest.approx(at + d, abs=0.011), text
+        assert len(window.load()) == len(window) and len(window) <= asr.window_s * 16000
+        seen += re.findall(r"word (\d)", text)
+        assert y[-1] == targets[0][-1]                                                 # end of text
+    assert sorted(seen) == [str(k) for k in range(1, 7)]                              # every row, once
+    # and training on them: the batch size counts rows, so 7 rows at batch size 4 are 2 steps an epoch
+    df = pd.DataFrame({"audio": [(_tone(d, f=200 + 40 * k), 16000) for k, d in enumerate(lengths)],
+                       "text": [f"word {k}" for k in range(7)]})
+    run = asr.fine_tune(df, epochs=2, batch_size=4, output_dir=tmp_path / "run", progress=False, checkpoints=False)
+    assert run.strategy == "head" and run.history["step"].max() == 4
+
+
 def test_packed_predict_keeps_one_result_per_clip_in_order(asr):
     clips = [(_tone(0.3 + 0.1 * k, f=200 + 40 * k), 16000) for k in range(6)]
     alone = asr.predict(clips, pack=False)
