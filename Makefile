@@ -62,13 +62,13 @@ clipart-source:
 	$(MAKE) sysdeps DEB_PACKAGES=openclipart-png
 
 # The suite runs in a shuffled order (pytest-randomly) so an order dependence shows up; the seed is printed:
-# replay an order with `make test SEED=<n>`.
+# replay an order with `make test SEED=<n>`. The 25 slowest steps are listed at the end (CI keeps the suite short).
 ifndef SEED
 SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
 test: setup
 	@echo "test order seed: $(SEED)  (replay: make test SEED=$(SEED))"
-	$(PY) -m pytest -q -p no:cacheprovider --randomly-seed=$(SEED)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 --randomly-seed=$(SEED)
 
 # Only the browser tests (JupyterLab in headless Chromium, also part of `make test`), printing each step they wait on.
 test-browser: setup

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-# the case studies; the quickstart has its own test (test_quickstart_story.py), which checks its story
+# the case studies; the quickstart runs in a real JupyterLab, where its story is checked
+# (tests/browser/test_quickstart_page.py)
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("0[1-9]-*.ipynb"))
 # what each notebook must show a stakeholder, beyond running without error
 EXPECT = {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -23,18 +24,24 @@ def mt(folder):
 
 
 @pytest.fixture(scope="module")
-def trained(folder, tmp_path_factory):
-    """The tiny model fine-tuned on the toy dictionary once, saved: tests that need right answers load it."""
+def training(folder, tmp_path_factory):
+    """The tiny model fine-tuned on the toy dictionary once (100 epochs, the costliest step of these tests), its
+    report before, and the saved folder: the test of training reads the run, tests that need right answers load
+    the folder."""
     mt = appkit.load("translation", folder)
     tmp = tmp_path_factory.mktemp("trained")
-    mt.fine_tune(toy_pairs(), epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp / "run", progress=False)
-    return mt.save(tmp / "saved")
+    before = mt.evaluate(toy_pairs())
+    run = mt.fine_tune(toy_pairs(), epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp / "run", progress=False)
+    return SimpleNamespace(task=mt, before=before, run=run, folder=mt.save(tmp / "saved"))
 
 
-def test_fine_tune_learns_the_toy_dictionary_and_the_report_explains_it(mt, tmp_path):
-    pairs = toy_pairs()
-    before = mt.evaluate(pairs)
-    run = mt.fine_tune(pairs, epochs=100, learning_rate=5e-3, batch_size=8, output_dir=tmp_path / "run", progress=False)
+@pytest.fixture(scope="module")
+def trained(training):
+    return training.folder
+
+
+def test_fine_tune_learns_the_toy_dictionary_and_the_report_explains_it(training):
+    pairs, mt, before, run = toy_pairs(), training.task, training.before, training.run
     assert run.strategy == "full"
     losses = run.history["train_loss"].dropna()
     assert losses.iloc[-1] < losses.iloc[0] / 5
