@@ -142,3 +142,36 @@ def hash_weights(state: dict) -> str:
         h.update(name.encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+class HeapTrimmer:
+    """Gives freed heap memory back to the system during a long predict call, at most every ``every_s``.
+
+    glibc keeps what torch frees in its heaps, and batches of different shapes fragment them: one predict call
+    over 0.25 h of short clips in 4 parts grew RSS 895 -> 1136 MB after each part, while ``malloc_trim(0)``
+    brought every one back to 686 MB (Whisper tiny.en, float32). A no-op where libc has no ``malloc_trim``.
+    """
+
+    def __init__(self, every_s: float = 2.0):
+        import time
+
+        self.every_s, self.last, self._clock = every_s, time.monotonic(), time.monotonic
+        self._trim = _malloc_trim()
+
+    def __call__(self) -> None:
+        if self._trim is not None and self._clock() - self.last >= self.every_s:
+            self._trim(0)
+            self.last = self._clock()
+
+
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):     # musl and others have no malloc_trim
+        return None

@@ -43,7 +43,7 @@ from ..errors import AppkitError, DataError, ModelError, _msg, unknown_name, war
 from ..folders import check_model_folder, read_meta
 from ..registry import ModelEntry, find_model, model_names, require_offline
 from ..registry import default_model as catalogue_default
-from ..runtime import autocast, check_precision, hash_weights, quiet_transformers, resolve_device, use_bf16
+from ..runtime import HeapTrimmer, autocast, check_precision, hash_weights, quiet_transformers, resolve_device, use_bf16
 
 META_FILE = "appkit.json"
 _ERRORS_MODES = ("raise", "skip")
@@ -558,6 +558,7 @@ class Task(Predicts, Trains, Evaluates):
         parts: dict = {}   # (item, piece) -> result, for inputs split into Pieces
         batches = self._batches(units, batch_size, **steps["batches"])
         show = progress if progress is not None else len(batches) > 3
+        trim = HeapTrimmer()     # a long call's memory stays what one batch needs, not what the heap kept
         self.model.eval()
         with torch.inference_mode(), self._autocast():
             for batch in bar(batches, desc=f"{self.task}", unit="batch", disable=not show):
@@ -568,6 +569,7 @@ class Task(Predicts, Trains, Evaluates):
                         parts[i] = res
                     else:
                         results[i] = res
+                trim()
         for i, pieces in split.items():
             results[i] = self._merge([parts[(i, k)] for k in range(len(pieces))], pieces, **steps["merge"])
         return results
