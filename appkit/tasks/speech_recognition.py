@@ -477,9 +477,10 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         """Strategy "head" trains on what predict reads: short clips packed into shared 30 s windows (as
         ``_batches`` packs them, 2.5 s of silence between), each window's target its clips' transcripts
         between the timestamp tokens Whisper writes for a packed window, where predict reads them to give each
-        clip its words. One encoder pass per window, not per clip: on 30 drug-name clips 7 windows, the
-        features 4x cheaper. Clips over half a window, and the rows of a multilingual model that would guess
-        the language, stay one per example (predict does not pack them either)."""
+        clip its words. One encoder pass per window, not per clip: on 30 drug-name clips one batch of windows
+        instead of 4 batches of clips (3.3 s of features instead of 12.9 s). Clips over half a window, and the
+        rows of a multilingual model that would guess the language, stay one per example (predict does not
+        pack them either)."""
         if self.kind != "whisper" or len(units) < 2 or self._multilingual() and not self.language:
             return units, targets
         no_ts = getattr(self.model.generation_config, "no_timestamps_token_id", None)
@@ -487,6 +488,8 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
             return units, targets       # no token for where a clip sits in the window
         order = [i for i in sorted(range(len(units)), key=lambda i: -len(units[i]))
                  if len(units[i]) / media.SAMPLE_RATE <= self.window_s / 2]
+        if any(no_ts not in targets[i] for i in order):
+            return units, targets       # a tokenizer that writes no <|notimestamps|>: its targets are kept as they are
         words = {i: _transcript_tokens(targets[i], no_ts) for i in order}
         prefix_eot = len(targets[order[0]]) - len(words[order[0]]) - 1 if order else 0
         groups = _first_fit([len(units[i]) / media.SAMPLE_RATE for i in order], self.window_s, self.window_s * _PACK_GAP,
