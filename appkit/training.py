@@ -233,7 +233,7 @@ def fine_tune(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     if strategy == "probe":
         return _probe_run(task, cfg, notes, (train_units, train_y, train_df), (eval_units, eval_y, eval_df), cache_dir)
     model, train_ds, eval_ds, collate = _datasets(task, strategy, cache_dir, (train_units, train_y, train_df),
-                                                  (eval_units, eval_y, eval_df))
+                                                  (eval_units, eval_y, eval_df), notes)
     lr = cfg.learning_rate or task.training.learning_rate[strategy]
     bs = cfg.batch_size or task.training.batch_size[strategy]
     keep_best = (_KeepBest(task.training.best_metric, cfg.early_stopping_patience, out_dir if cfg.checkpoints else None)
@@ -286,9 +286,10 @@ def _plan_run(task, train_df: pd.DataFrame, eval_df: pd.DataFrame | None, cfg: T
     return strategy, cfg, train_df, eval_df, notes
 
 
-def _datasets(task, strategy: str, cache_dir: Path, train: tuple, evaluation: tuple):
+def _datasets(task, strategy: str, cache_dir: Path, train: tuple, evaluation: tuple, notes: list):
     """(model to train, train dataset, eval dataset or None, collator). ``train`` / ``evaluation``: (units,
-    targets, rows). A cached strategy trains a small module on features the frozen model computes once."""
+    targets, rows). A cached strategy trains a small module on features the frozen model computes once (a
+    packing of the rows into fewer examples is said in ``notes``)."""
     (train_units, train_y, train_df), (eval_units, eval_y, eval_df) = train, evaluation
     if strategy not in _CACHED:
         eval_ds = _PairDataset(eval_units, eval_y) if eval_units else None
@@ -297,6 +298,9 @@ def _datasets(task, strategy: str, cache_dir: Path, train: tuple, evaluation: tu
     model = _HeadModel(head())      # first: a new head draws its initial weights from the run's seeded RNG
     rows = len(train_units)
     train_units, train_y = task._cached_examples(train_units, train_y)
+    if len(train_units) < rows:
+        notes.append(f"packed the {rows} training rows into {len(train_units)} examples the way predict packs them, "
+                     "so the frozen model ran once per example; the batch size still counts rows")
     train_ds = _PairDataset(_cached_features(task, features, train_units, train_df, cache_dir, "train", strategy), train_y,
                             rows=rows)
     if eval_units:

@@ -280,6 +280,7 @@ def test_head_training_packs_short_clips_into_windows_with_timestamped_targets(a
                        "text": [f"word {k}" for k in range(7)]})
     run = asr.fine_tune(df, epochs=2, batch_size=4, output_dir=tmp_path / "run", progress=False, checkpoints=False)
     assert run.strategy == "head" and run.history["step"].max() == 4
+    assert any("packed the 7 training rows into 3 examples" in n for n in run.notes), run.notes
 
 
 def test_packed_predict_keeps_one_result_per_clip_in_order(asr):
