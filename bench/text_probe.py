@@ -26,8 +26,6 @@ from _fair import RESULTS, record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-C_GRID = (0.003, 0.01, 0.03, 0.1)
-
 
 def data(name: str, seed: int):
     from appkit.samples import drug_reviews, icd10cm_chapters

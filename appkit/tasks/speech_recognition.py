@@ -498,12 +498,12 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         packed = {order[j] for group in groups if len(group) > 1 for j in group}
         examples = [(units[i], targets[i]) for i in range(len(units)) if i not in packed]
         for group in (g for g in groups if len(g) > 1):
-            examples.append(self._packed_example([units[order[j]] for j in group], [targets[order[j]] for j in group]))
+            examples.append(self._packed_example([units[order[j]] for j in group], [targets[order[j]] for j in group],
+                                                 no_ts))
         return [u for u, _ in examples], [y for _, y in examples]
 
-    def _packed_example(self, clips: list, targets: list) -> tuple:
+    def _packed_example(self, clips: list, targets: list, no_ts: int) -> tuple:
         """Clips -> (one window, its target: prefix, then <|start|> words <|end|> per clip, then end of text)."""
-        no_ts = self.model.generation_config.no_timestamps_token_id
         window = _Window(clips, self.window_s * _PACK_GAP)
         first = targets[0]
         ids = list(first[:first.index(no_ts)])       # a multilingual model's language and task tokens
