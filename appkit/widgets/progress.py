@@ -281,8 +281,11 @@ class LiveTraining(_Tracker):
             self.chart.value = self.png()
 
     def _table_html(self) -> str:
+        """The last 8 validation results; nothing where the run has no validation data (not an empty table)."""
         from ..report import notebook_safe
 
+        if not self.eval_points:
+            return ""
         head = "<tr><th>epoch</th><th>validation loss</th>" + (f"<th>{html.escape(self.metric)}</th>" if self.metric != "loss" else "") + "</tr>"
         rows = "".join(
             f"<tr><td>{p['epoch']:.1f}</td><td>{p['loss'] if p.get('loss') is None else format(p['loss'], '.4f')}</td>"

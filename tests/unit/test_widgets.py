@@ -43,6 +43,13 @@ def test_stop_button_ends_training_at_the_next_step_and_returns_a_normal_run(tmp
     assert live.eval_points and "macro_f1" in live.eval_points[-1]
 
 
+def test_a_run_without_validation_data_shows_no_empty_validation_table():
+    live = LiveTraining(metric="loss", show=False)
+    assert live._table_html() == ""
+    live.eval_points.append({"epoch": 1.0, "loss": 0.5})
+    assert "validation loss" in live._table_html() and "0.5000" in live._table_html()
+
+
 def test_live_status_counts_epochs_steps_and_time_left():
     live = LiveTraining(metric="accuracy", show=False)
     live.max_steps, live.epochs, live.step = 100, 5, 40
