@@ -37,7 +37,7 @@ from .. import media
 from ..errors import DataError, MediaError, ModelError, _cap, _msg, unknown_name
 from ..registry import ModelEntry, register_task
 from ..report import word_diff_html
-from ..runtime import bf16_copy, quiet_transformers, weights_key
+from ..runtime import autocast, bf16_copy, quiet_transformers, weights_key
 from .base import Metric, Pieces, TextTargetTask, TrainingDefaults, TrainsHead, pad_labels
 
 _CHUNKING = ("vad", "fixed")
@@ -121,7 +121,7 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         "pack": ("batches",),
     }
     training: ClassVar[TrainingDefaults] = TrainingDefaults(
-        epochs={"head": 10, "full": 3}, learning_rate={"head": 1e-4, "full": 1e-5}, batch_size={"head": 8, "full": 8},
+        epochs={"head": 8, "full": 3}, learning_rate={"head": 1e-4, "full": 1e-5}, batch_size={"head": 8, "full": 8},
         best_metric="eval_loss")
     result_keys: ClassVar[tuple[str, ...]] = ("text",)
     frame_keys: ClassVar[tuple[str, ...]] = ("text",)
@@ -531,7 +531,10 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
 
     def _step_loss(self, model, inputs: dict, weights):
         if "features" in inputs:        # strategy "head": the frozen encoder's outputs were cached
-            loss = model.head(inputs["features"], inputs["labels"])
+            # the decoder trains under bf16 autocast where the CPU has it (Trainer's own autocast wraps only the
+            # model's forward, which this step does not call): float32 master weights, a float32 loss
+            with autocast(self.device, self._use_bf16()):
+                loss = model.head(inputs["features"], inputs["labels"])
             return loss, {"loss": loss}
         return super()._step_loss(model, inputs, weights)
 
