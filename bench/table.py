@@ -31,8 +31,14 @@ def main() -> None:
     for name in SCRIPTS + extra:
         path = RESULTS / f"{name}.json"
         (runs.append(json.loads(path.read_text())) if path.exists() else missing.append(name))
+    # a task measured again by a later run (bench/finetune.py --tasks text writes finetune_text.json beside the whole
+    # run's finetune.json) is shown from the latest run only
+    latest = {}
+    for run in runs:
+        for r in run["rows"]:
+            latest[r["task"]] = max(latest.get(r["task"], ""), run["when"])
     rows = [[("" if r.get(c) is None else (f"{r[c]:.2f}x" if c == "ratio" else str(r[c]))) for c in COLUMNS]
-            for run in runs for r in run["rows"]]
+            for run in runs for r in run["rows"] if run["when"] == latest[r["task"]]]
     if args.markdown:
         print("| " + " | ".join(HEADERS) + " |")
         print("|" + "---|" * len(HEADERS))
