@@ -472,6 +472,23 @@ def test_head_fine_tune_trains_only_the_decoder_and_lowers_loss(asr, clips, tmp_
     assert cached.dtype == (torch.bfloat16 if asr._use_bf16() else torch.float32)
 
 
+@pytest.mark.parametrize("precision, dtype", [("bfloat16", "bfloat16"), ("float32", "float32")])
+def test_head_trains_the_decoder_under_bf16_autocast_where_bf16_is_on(tiny_folder, clips, tmp_path, precision, dtype):
+    """Trainer's bf16 flag wraps only model.forward, which the head's step does not call: the step casts itself."""
+    import torch
+
+    asr = appkit.load("speech-recognition", tiny_folder, precision=precision)
+    seen = []
+    hook = asr.model.model.decoder.layers[0].fc1.register_forward_hook(
+        lambda m, i, o: seen.append(o.dtype) if torch.is_grad_enabled() else None)
+    try:
+        run = asr.fine_tune(clips, epochs=1, batch_size=4, output_dir=tmp_path / "run", progress=False)
+    finally:
+        hook.remove()
+    assert run.strategy == "head" and seen and set(seen) == {getattr(torch, dtype)}
+    assert asr.model.model.decoder.layers[0].fc1.weight.dtype == torch.float32     # float32 master weights
+
+
 def test_full_fine_tune_resumes_from_its_checkpoint(asr, clips, tmp_path):
     out = tmp_path / "run"
     asr.fine_tune(clips, epochs=1, strategy="full", batch_size=4, output_dir=out, progress=False)
