@@ -159,9 +159,14 @@ class HeapTrimmer:
         self._trim = _malloc_trim()
 
     def __call__(self) -> None:
-        if self._trim is not None and self._clock() - self.last >= self.every_s:
+        if self._clock() - self.last >= self.every_s:
+            self.now()
+
+    def now(self) -> None:
+        """Give the freed memory back at once (the end of a call)."""
+        if self._trim is not None:
             self._trim(0)
-            self.last = self._clock()
+        self.last = self._clock()
 
 
 def _malloc_trim():

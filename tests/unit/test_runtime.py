@@ -50,9 +50,23 @@ def test_predict_gives_memory_back_between_batches(tmp_path, monkeypatch):
 
     class Counting(runtime.HeapTrimmer):
         def __call__(self):
-            calls.append(1)
+            calls.append("batch")
+
+        def now(self):
+            calls.append("end")
 
     monkeypatch.setattr(base, "HeapTrimmer", Counting)
     clf = appkit.load("text-classification", make_tiny_bert_folder(tmp_path / "bert"), labels=["negative", "positive"])
     clf.predict([f"text number {k}" for k in range(10)], batch_size=2, progress=False)
-    assert len(calls) == 5          # once after each batch (the trimmer itself decides whether to trim)
+    # once after each batch (the trimmer itself decides whether to trim), then at once when the call's checked
+    # inputs are dropped: what they held goes back to the system, not kept until the next call
+    assert calls == ["batch"] * 5 + ["end"]
+
+
+def test_heap_trimmer_now_trims_whatever_the_interval():
+    trimmer = runtime.HeapTrimmer(every_s=3600.0)
+    calls = []
+    trimmer._trim = calls.append
+    trimmer()
+    trimmer.now()
+    assert calls == [0]
