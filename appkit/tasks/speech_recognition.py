@@ -846,8 +846,9 @@ class _DecoderHead:
                 h = torch.func.functional_call(self.decoder, kept, (), {
                     "input_ids": dec_in, "encoder_hidden_states": features}).last_hidden_state
                 w = self.decoder.embed_tokens.weight if self.proj_out is None else self.proj_out.weight
-                logits = F.linear(h, w.detach())
-                return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+                scored = labels != -100     # the vocabulary projection only where a token is scored, not on padding
+                logits = F.linear(h[scored], w.detach())
+                return F.cross_entropy(logits.float(), labels[scored])
 
         return DecoderHead(model)
 

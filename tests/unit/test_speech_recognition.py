@@ -472,6 +472,23 @@ def test_head_fine_tune_trains_only_the_decoder_and_lowers_loss(asr, clips, tmp_
     assert cached.dtype == (torch.bfloat16 if asr._use_bf16() else torch.float32)
 
 
+def test_head_loss_is_whisper_s_own_loss_on_the_same_encoder_outputs(asr):
+    """The head scores only the positions a label is on (no vocabulary projection over padding): the same loss
+    as the model's own forward, whose cross-entropy skips the -100 padding."""
+    import torch
+
+    from appkit.tasks.speech_recognition import _DecoderHead
+
+    torch.manual_seed(0)
+    features = torch.randn(2, asr.model.config.max_source_positions, asr.model.config.d_model)
+    labels = torch.tensor([[5, 6, 7, 8, 2], [9, 10, -100, -100, -100]])
+    head = _DecoderHead(asr.model).eval()
+    with torch.no_grad():
+        ours = head(features, labels)
+        theirs = asr.model.eval()(encoder_outputs=(features,), labels=labels).loss
+    assert torch.isfinite(ours) and torch.allclose(ours, theirs, atol=1e-5)
+
+
 @pytest.mark.parametrize("precision, dtype", [("bfloat16", "bfloat16"), ("float32", "float32")])
 def test_head_trains_the_decoder_under_bf16_autocast_where_bf16_is_on(tiny_folder, clips, tmp_path, precision, dtype):
     """Trainer's bf16 flag wraps only model.forward, which the head's step does not call: the step casts itself."""
