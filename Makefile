@@ -84,8 +84,8 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 # Every script follows the fairness rule in bench/_fair.py and records its headline rows in bench/results/;
-# bench/table.py prints them as one table (the README shows the latest). About 90 minutes on 2 idle cores
-# (bench/finetune.py's full fine-tunes are half of it).
+# bench/table.py prints them as one table (the README shows the latest). About 2 hours on 2 idle cores
+# (bench/finetune.py's full fine-tunes, 3 seeds each, are more than half of it).
 bench: setup
 	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/text_predict.py --length short
