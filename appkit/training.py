@@ -451,32 +451,37 @@ def fit_logistic(u, y, n_classes: int, c: float, sample_weight=None, init=None, 
     """L2-regularised multinomial logistic regression: scikit-learn's objective (C * the weighted losses summed +
     |W|^2 / 2, bias not penalised) divided by C * rows, minimised with L-BFGS. ``u``: [..., rows, width], a batch
     of independent problems over the same ``y`` ([rows]); ``sample_weight`` [..., rows] or [rows] (0 leaves a row
-    out of that problem). Returns [..., width + 1, classes] (the last row is the bias)."""
+    out of that problem). Returns [..., width + 1, classes] (the last row is the bias). The gradient is written
+    out (X^T (softmax - onehot)), not taken by autograd: the probe's search makes ~4,000 small evaluations, and
+    autograd's bookkeeping was half of their time (drug reviews: 6.7 -> 3.3 s per search)."""
     import torch
-    import torch.nn.functional as F
 
     *batch, n, d = u.shape
     # rows last (input [problems, classes, rows]): 3.4x faster than [rows, width] @ [width, classes] for few classes
     ut = torch.cat([u, torch.ones(*batch, n, 1, dtype=u.dtype)], -1).transpose(-1, -2).reshape(-1, d + 1, n).contiguous()
-    yt = torch.as_tensor(y, dtype=torch.long).expand(*batch, n).reshape(-1, n)
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(y, dtype=torch.long), n_classes).T.to(u.dtype)   # [classes, rows]
     sw = torch.ones(n, dtype=u.dtype) if sample_weight is None else torch.as_tensor(sample_weight, dtype=u.dtype)
     sw = sw.expand(*batch, n).reshape(-1, n)
     rows = (sw > 0).sum(-1).clamp(min=1).to(u.dtype)
-    theta = (torch.zeros(*batch, d + 1, n_classes, dtype=u.dtype) if init is None else init.clone()).requires_grad_()
+    per_row = (sw / rows[:, None]).unsqueeze(1)                                      # [problems, 1, rows]
+    penalty = (1 / (c * rows))[:, None, None]
+    theta = torch.zeros(*batch, d + 1, n_classes, dtype=u.dtype) if init is None else init.clone()
     opt = torch.optim.LBFGS([theta], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-5,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     def closure():
-        opt.zero_grad()
         flat = theta.reshape(-1, d + 1, n_classes)
-        ce = F.cross_entropy(flat.transpose(1, 2) @ ut, yt, reduction="none")          # [problems, rows]
-        loss = ((ce * sw).sum(-1) / rows + flat[:, :-1].pow(2).sum((1, 2)) / (2 * c * rows)).sum()
-        loss.backward()
+        logp = (flat.transpose(1, 2) @ ut).log_softmax(1)                            # [problems, classes, rows]
+        w = flat[:, :-1]
+        loss = -(logp * onehot * per_row).sum() + (w.pow(2) * penalty).sum() / 2
+        grad = ut @ ((logp.exp() - onehot) * per_row).transpose(1, 2)                 # [problems, width + 1, classes]
+        grad[:, :-1] += w * penalty
+        theta.grad = grad.reshape(theta.shape)
         return loss
 
-    with torch.enable_grad():
+    with torch.no_grad():
         opt.step(closure)
-    return theta.detach()
+    return theta
 
 
 def _probe_cv(x, y, n_classes: int, *, k: int, transform, weightings: dict, weights, seed: int, c_grid, table: list):
