@@ -11,7 +11,9 @@ for paths), so decoding the files is not timed. Peers:
   - its best documented settings: the model in bfloat16 (`dtype=torch.bfloat16`, where the CPU has native
     bf16), greedy like appkit, one clip per call and with `batch_size`; and bf16 with beam 5;
   - faster-whisper (CTranslate2 int8 on the packaged model.bin itself) greedy like appkit and with its
-    default 5 beams, when it is installed (it is not an appkit dependency; otherwise it is reported skipped).
+    default 5 beams, when it is installed (the bench extra: `pip install faster-whisper==1.2.1`; it is not an appkit
+    dependency). Without it the run prints its other sides but does not overwrite bench/results/ (whose table
+    compares with faster-whisper) unless --record-without-faster-whisper says so.
 appkit's default decodes greedily with short clips packed into shared 30 s windows, in bf16 where the CPU
 has it. The machine may be shared: trust the ratios (interleaved) more than the seconds.
 
@@ -71,6 +73,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="the pipeline's batch_size in its batched run")
     ap.add_argument("--long", action="store_true")
     ap.add_argument("--only-long", action="store_true", help="only the long-form case (e.g. --minutes 11: over 10 minutes)")
+    ap.add_argument("--record-without-faster-whisper", action="store_true",
+                    help="write bench/results/ even when faster-whisper is not installed (its rows are then missing)")
     args = ap.parse_args()
 
     import numpy as np
@@ -173,7 +177,7 @@ def main() -> None:
                                         f"[{interval[b][0]:.3f}-{interval[b][1]:.3f}]",
                              "memory": f"{memory[a]:.0f} vs {memory[b]:.0f} MB",
                              "notes": "same decoding" if sides[a][0].split(",")[0] == sides[b][0].split(",")[0] else "decoding differs"})
-        record("asr", rows)
+        _record(args, fw, "asr", rows)
 
     if args.long or args.only_long:
         long_form(args, arrays, refs, asr, folder, best, best_name, ours, fw)
@@ -219,7 +223,16 @@ def long_form(args, arrays, refs, asr, folder, best, best_name, ours, fw) -> Non
                      "peer": k, "appkit_s": round(secs[ours_name], 1), "peer_s": round(secs[k], 1),
                      "quality": f"WER {wer[ours_name]:.3f} vs {wer[k]:.3f}",
                      "memory": f"{memory[ours_name]:.0f} vs {memory[k]:.0f} MB", "notes": "same decoding (greedy)"})
-    record("asr_long", rows)
+    _record(args, fw, "asr_long", rows)
+
+
+def _record(args, fw, script: str, rows: list[dict]) -> None:
+    """The recorded table keeps its faster-whisper rows: a run without it (not installed) does not overwrite them."""
+    if fw is None and args.model == "whisper-tiny.en" and not args.record_without_faster_whisper:
+        print(f"\nnot recorded in bench/results/{script}.json: faster-whisper is not installed, and that file's table "
+              "compares with it (`pip install faster-whisper==1.2.1`, or --record-without-faster-whisper)")
+        return
+    record(script, rows)
 
 if __name__ == "__main__":
     main()
