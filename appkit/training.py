@@ -301,12 +301,13 @@ def _datasets(task, strategy: str, cache_dir: Path, train: tuple, evaluation: tu
     if len(train_units) < rows:
         notes.append(f"packed the {rows} training rows into {len(train_units)} examples the way predict packs them, "
                      "so the frozen model ran once per example; the batch size still counts rows")
-    train_ds = _PairDataset(_cached_features(task, features, train_units, train_df, cache_dir, "train", strategy), train_y,
-                            rows=rows)
+    examples = task._head_examples if strategy == "head" else (lambda feats: feats)
+    train_ds = _PairDataset(examples(_cached_features(task, features, train_units, train_df, cache_dir, "train",
+                                                      strategy)), train_y, rows=rows)
     if eval_units:
         eval_units, eval_y = task._cached_examples(eval_units, eval_y)
-    eval_ds = (_PairDataset(_cached_features(task, features, eval_units, eval_df, cache_dir, "eval", strategy), eval_y)
-               if eval_units else None)
+    eval_ds = (_PairDataset(examples(_cached_features(task, features, eval_units, eval_df, cache_dir, "eval", strategy)),
+                            eval_y) if eval_units else None)
     return model, train_ds, eval_ds, task._head_collate
 
 
@@ -628,14 +629,14 @@ class _KeepBestLogic:
 
 def _KeepBest(metric: str, patience: int | None, save_dir: Path | None = None):
     """A ``_KeepBestLogic`` that is a transformers TrainerCallback (the class is made on first use: import cost)."""
-    return _keep_best_class()(metric, patience, save_dir)
+    return _callback_class(_KeepBestLogic)(metric, patience, save_dir)
 
 
 @functools.cache
-def _keep_best_class() -> type:
+def _callback_class(logic: type) -> type:
     from transformers import TrainerCallback
 
-    return type("KeepBest", (_KeepBestLogic, TrainerCallback), {})
+    return type(logic.__name__.removeprefix("_").removesuffix("Logic"), (logic, TrainerCallback), {})
 
 
 _BEST_WEIGHTS, _BEST_INFO = "appkit-best-epoch.safetensors", "appkit-best-epoch.json"

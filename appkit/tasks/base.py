@@ -194,6 +194,12 @@ class TrainsHead(ABC):
     def _head_collate(self, pairs: list):
         """(feature, target) pairs -> a batch for the head."""
 
+    def _head_examples(self, feats):
+        """The cached features of one split as the head's dataset reads them: the features themselves, unless
+        the task adds what the frozen model would otherwise compute again in every epoch (speech: each window's
+        cross-attention keys and values)."""
+        return feats
+
 
 class TrainsTop(ABC):
     """What strategy "top" needs as well (EfficientNet-Lite, BERT-style text encoders): the input of the model's

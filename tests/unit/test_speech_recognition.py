@@ -489,6 +489,41 @@ def test_head_loss_is_whisper_s_own_loss_on_the_same_encoder_outputs(asr):
     assert torch.isfinite(ours) and torch.allclose(ours, theirs, atol=1e-5)
 
 
+def test_head_reads_each_window_s_cross_attention_keys_and_values_once_within_a_budget(asr):
+    """The head keeps the cross-attention's key and value projections as they are, so a window's keys and
+    values are computed the first time it is read: the same loss and gradients as projecting them in the step."""
+    import torch
+
+    from appkit.tasks.speech_recognition import _DecoderHead, _WithCrossKV
+
+    torch.manual_seed(0)
+    feats = torch.randn(3, asr.model.config.max_source_positions, asr.model.config.d_model)
+    calls = []
+    examples = _WithCrossKV(feats, lambda f: calls.append(1) or asr._cross_kv(f), budget=2**30)
+    labels = [torch.tensor([5, 6, 7, 2]), torch.tensor([9, 10, 2])]
+    batch = asr._head_collate([(examples[i], labels[i]) for i in (0, 1)])
+    assert len(batch["cross_kv"]) == asr.model.config.decoder_layers
+    assert batch["cross_kv"][0][0].shape[:2] == (2, asr.model.config.decoder_attention_heads)
+    head = _DecoderHead(asr.model)
+    losses, grads = [], []
+    for cross in (None, batch["cross_kv"]):
+        loss = head(batch["features"], batch["labels"], cross)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(head.decoder.layers[0].encoder_attn.q_proj.weight.grad.clone())
+        head.decoder.zero_grad()
+    assert torch.allclose(*losses, atol=1e-6) and torch.allclose(*grads, atol=1e-6)
+    louder = [(k, v * 100) for k, v in batch["cross_kv"]]          # the layers do read them
+    assert not torch.allclose(head(batch["features"], batch["labels"], louder).detach(), losses[0], atol=0.1)
+    asr._head_collate([(examples[i], labels[i % 2]) for i in (0, 1, 2)])         # the next epoch
+    assert len(calls) == 3 and len(examples.kept) == 3     # each window once
+    one = examples.used // 3
+    small = _WithCrossKV(feats, asr._cross_kv, budget=one)             # room for one window's
+    for _ in range(2):
+        assert all(torch.equal(small[i][1][0][0], examples[i][1][0][0]) for i in range(3))
+    assert list(small.kept) == [0] and small.used == one
+
+
 @pytest.mark.parametrize("precision, dtype", [("bfloat16", "bfloat16"), ("float32", "float32")])
 def test_head_trains_the_decoder_under_bf16_autocast_where_bf16_is_on(tiny_folder, clips, tmp_path, precision, dtype):
     """Trainer's bf16 flag wraps only model.forward, which the head's step does not call: the step casts itself."""
