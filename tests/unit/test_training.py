@@ -123,3 +123,33 @@ def test_automatic_validation_split_needs_ten_rows_per_class_held_out(clf):
     assert _auto_validation_split(clf, frame(30), "head") == 0.0     # clip art: 6 per class would be held out
     assert _auto_validation_split(clf, frame(50), "head") == 0.2     # 10 per class
     assert _auto_validation_split(clf, frame(50), "full") == 0.0     # full fine-tuning: only when asked
+
+
+def test_checkpoints_take_about_a_tenth_of_the_training_time(monkeypatch):
+    """Epochs shorter than ten checkpoint writes are not each checkpointed; the first and last always are,
+    and an epoch's evaluation does not count as writing time."""
+    from types import SimpleNamespace
+
+    from appkit import training
+
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])
+
+    def run(epoch_s: float, epochs: int = 8, write_s: float = 0.3, eval_s: float = 0.0) -> list[int]:
+        budget, state, written = training._CheckpointBudget(), SimpleNamespace(max_steps=epochs, global_step=0), []
+        for epoch in range(1, epochs + 1):
+            clock[0] += epoch_s
+            state.global_step, control = epoch, SimpleNamespace(should_save=True)
+            budget.on_epoch_end(None, state, control)
+            clock[0] += eval_s
+            budget.on_evaluate(None, state, control)
+            if control.should_save:
+                clock[0] += write_s
+                budget.on_save(None, state, control)
+                written.append(epoch)
+        return written
+
+    assert run(1.3) == [1, 4, 7, 8]              # 1.2 s of writing in 11.6 s
+    assert run(1.3, eval_s=5.0) == [1, 3, 5, 7, 8]     # evaluating counts as run time, not as writing time
+    assert run(10.0) == list(range(1, 9))
+    assert run(0.01, epochs=3) == [1, 3]
