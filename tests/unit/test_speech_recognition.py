@@ -494,12 +494,12 @@ def test_head_reads_each_window_s_cross_attention_keys_and_values_once_within_a_
     values are computed the first time it is read: the same loss and gradients as projecting them in the step."""
     import torch
 
-    from appkit.tasks.speech_recognition import _DecoderHead, _WithCrossKV
+    from appkit.tasks.speech_recognition import _DecoderHead, _Room, _WithCrossKV
 
     torch.manual_seed(0)
     feats = torch.randn(3, asr.model.config.max_source_positions, asr.model.config.d_model)
     calls = []
-    examples = _WithCrossKV(feats, lambda f: calls.append(1) or asr._cross_kv(f), budget=2**30)
+    examples = _WithCrossKV(feats, lambda f: calls.append(1) or asr._cross_kv(f), _Room(2**30))
     labels = [torch.tensor([5, 6, 7, 2]), torch.tensor([9, 10, 2])]
     batch = asr._head_collate([(examples[i], labels[i]) for i in (0, 1)])
     assert len(batch["cross_kv"]) == asr.model.config.decoder_layers
@@ -518,10 +518,12 @@ def test_head_reads_each_window_s_cross_attention_keys_and_values_once_within_a_
     asr._head_collate([(examples[i], labels[i % 2]) for i in (0, 1, 2)])         # the next epoch
     assert len(calls) == 3 and len(examples.kept) == 3     # each window once
     one = examples.used // 3
-    small = _WithCrossKV(feats, asr._cross_kv, budget=one)             # room for one window's
+    room = _Room(one * 1.5)                      # one window's, shared by two splits
+    small, other = _WithCrossKV(feats, asr._cross_kv, room), _WithCrossKV(feats[1:], asr._cross_kv, room)
     for _ in range(2):
         assert all(torch.equal(small[i][1][0][0], examples[i][1][0][0]) for i in range(3))
-    assert list(small.kept) == [0] and small.used == one
+        assert torch.equal(other[0][1][0][0], examples[1][1][0][0])
+    assert list(small.kept) == [0] and small.used == one and not other.kept and room.left == one * 0.5
 
 
 @pytest.mark.parametrize("precision, dtype", [("bfloat16", "bfloat16"), ("float32", "float32")])
