@@ -663,7 +663,9 @@ class Task(Predicts, Trains, Evaluates):
         "head" strategy when there are at least 100 rows and every class has 10 on the held-out side; 0 = none.
         class_weights: "auto" weighs each class by the square root of its rarity (small classes count
         without making the model overconfident), "balanced" by its full rarity, None not at all.
-        checkpoints: a checkpoint each epoch (the last two kept) so ``resume=True`` can continue;
+        checkpoints: a checkpoint after epochs (the last two kept) so ``resume=True`` can continue: the
+        first and the last, and in between each epoch's unless less than ten times the last write's time
+        has passed since it (writing then takes at most about a tenth of the run);
         False saves the disk (a Whisper decoder's is ~340 MB) but an interrupted run then keeps only
         the checkpoint taken when it stopped. Early stopping always keeps them (it restores the best).
         callbacks: transformers ``TrainerCallback``s added to the run (appkit's own progress display
