@@ -135,21 +135,26 @@ def test_checkpoints_take_about_a_tenth_of_the_training_time(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])
 
-    def run(epoch_s: float, epochs: int = 8, write_s: float = 0.3, eval_s: float = 0.0) -> list[int]:
+    def run(epoch_s: float, epochs: int = 8, write_s: float = 0.3, eval_s: float = 0.0, stop: int = 0) -> list[int]:
         budget, state, written = training._CheckpointBudget(), SimpleNamespace(max_steps=epochs, global_step=0), []
         for epoch in range(1, epochs + 1):
             clock[0] += epoch_s
-            state.global_step, control = epoch, SimpleNamespace(should_save=True)
+            state.global_step = epoch
+            control = SimpleNamespace(should_save=True, should_training_stop=False)
             budget.on_epoch_end(None, state, control)
             clock[0] += eval_s
+            control.should_training_stop = epoch == stop          # early stopping decides on the evaluation
             budget.on_evaluate(None, state, control)
             if control.should_save:
                 clock[0] += write_s
                 budget.on_save(None, state, control)
                 written.append(epoch)
+            if control.should_training_stop:
+                break
         return written
 
     assert run(1.3) == [1, 4, 7, 8]              # 1.2 s of writing in 11.6 s
     assert run(1.3, eval_s=5.0) == [1, 3, 5, 7, 8]     # evaluating counts as run time, not as writing time
     assert run(10.0) == list(range(1, 9))
     assert run(0.01, epochs=3) == [1, 3]
+    assert run(1.3, stop=6) == [1, 4, 6]          # the epoch early stopping ends on
