@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import html
 import os
 import re
@@ -881,8 +882,6 @@ def _head_attention(bf16: bool):
     the gradients needed (the queries'; the cross-attention's keys and values are constants), where the CPU flash
     kernel's backward also computes the keys' and values': a 2-window step 0.40 -> 0.38 s (tiny.en, 2 AVX2
     threads). Under bf16 autocast the flash kernel stays (no gain measured there; it accumulates in float32)."""
-    import contextlib
-
     if bf16:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -893,15 +892,20 @@ def _head_attention(bf16: bool):
 def _cross_attention_cache(decoder, cross_kv: list) -> dict:
     """The decoder's keyword for a cache whose cross-attention part holds ``cross_kv`` (per layer: keys and
     values, [batch, heads, frames, width]); its self-attention part starts empty, as in a training forward."""
-    import inspect
-
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
     cross = DynamicCache()
     for i, (k, v) in enumerate(cross_kv):
         cross.update(k, v, i)
-    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    return {name: EncoderDecoderCache(DynamicCache(), cross), "use_cache": True}     # the layers read it only so
+    return {_cache_keyword(type(decoder)): EncoderDecoderCache(DynamicCache(), cross), "use_cache": True}  # read only so
+
+
+@functools.cache
+def _cache_keyword(decoder_class: type) -> str:
+    """What the decoder's forward calls its cache (transformers renamed past_key_values to cache), looked up once."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 class _WithCrossKV:
