@@ -12,6 +12,12 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"          # a stray hub download fails at once
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs the suite in parallel workers (pytest-xdist), one per core: each worker's torch then gets its
+# share of the cores, not all of them (two workers of two threads on two cores would wait on each other's threads).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _share)
 
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable  # noqa: E402

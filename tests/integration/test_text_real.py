@@ -61,13 +61,15 @@ def test_zero_shot_beats_the_majority_class_on_real_reviews(reviews, baselines):
 
 def test_full_fine_tune_learns_on_real_weights(reviews, baselines, tmp_path):
     train, test = reviews
-    clf = appkit.load("text-classification", max_length=128)
-    run = clf.fine_tune(train.sample(200, random_state=0), strategy="full", epochs=3, output_dir=tmp_path / "r",
-                        progress=False)
+    # 64 tokens and lr 1e-4: half the time of 128 tokens at the default 5e-5 (50 s on 2 cores), and 39 steps that
+    # move the answers, not only the ranking. Measured: loss 1.10 -> 0.94, ROC-AUC 0.622, macro-F1 0.382 against
+    # 0.5 (any constant answer's ROC-AUC) and the majority's macro-F1 on these 100 reviews
+    clf = appkit.load("text-classification", max_length=64)
+    run = clf.fine_tune(train.sample(200, random_state=0), strategy="full", epochs=3, learning_rate=1e-4,
+                        output_dir=tmp_path / "r", progress=False)
     assert run.strategy == "full"
     losses = run.history["train_loss"].dropna()
-    assert losses.iloc[-1] < losses.iloc[0]
+    assert losses.iloc[-1] < losses.iloc[0] - 0.05, losses
     m = clf.evaluate(test.head(100)).metrics
-    # 39 steps at lr 5e-5 move a new head too little to change the argmax away from "positive" (measured: macro-F1
-    # equal to the majority's), but the ranking has learnt: any constant answer has ROC-AUC 0.5 (measured 0.64)
-    assert m["roc_auc"] >= 0.58, m
+    majority = _macro_f1(test.label[:100], baselines["majority"][:100])
+    assert m["roc_auc"] >= 0.58 and m["macro_f1"] >= majority + 0.05, (m, majority)
