@@ -195,6 +195,7 @@ def one_call(hours: float, seed: int, threads: int | None, held_mb: float | None
     assert len(out) == len(paths) and all(r is not None for r in out)
     return {"hours": sum(s for _, s in clips) / 3600, "clips": len(paths), "held_mb": clf.held_inputs_mb,
             "before": before, "peak": peak - before, "after": after - before, "seconds": seconds,
+            "packing": dict(out.packing),
             "setup": f"torch {torch.__version__}, {torch.get_num_threads()} threads; model "
                      f"{clf.meta.get('catalogue')}, {clf.runs_in}"}
 
@@ -211,6 +212,8 @@ def run_speech(args) -> int:
     ok = c["peak"] <= bound
     print(f"{c['setup']}; {c['clips']:,} clips, {c['hours']:.2f} h of audio, {c['seconds']:.0f} s "
           f"({c['hours'] * 3600 / c['seconds']:.0f}x real time)")
+    print(f"packed {c['packing']['clips']:,} clips into {c['packing']['windows']:,} windows; "
+          f"{c['packing']['retried']:,} transcribed again alone (their split was in doubt)")
     print(f"RSS before {c['before']:.0f} MB, peak +{c['peak']:.0f} MB, after +{c['after']:.0f} MB (holding the results)")
     print(f"bound {SPEECH_FIXED_MB} MB + {c['held_mb']:g} MB of held clips + {SPEECH_PER_HOUR_MB} MB/h x "
           f"{c['hours']:.1f} h = {bound:.0f} MB: {verdict(c['peak'], bound)}")
