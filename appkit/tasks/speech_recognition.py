@@ -78,6 +78,16 @@ class _Clip:
     def __len__(self) -> int:
         return int((self.end - self.start) * media.SAMPLE_RATE)
 
+    def identity(self) -> tuple:
+        """What makes two clips the same recording: its file and stretch, or (in memory) its samples."""
+        if self.audio.path is not None:
+            return (str(self.audio.path), round(self.start, 3), round(self.end, 3))
+        import hashlib
+
+        import numpy as np
+
+        return (hashlib.blake2b(np.ascontiguousarray(self.load()).tobytes(), digest_size=16).digest(),)
+
 
 @register_task("speech-recognition")
 class SpeechRecognition(TextTargetTask, TrainsHead):
@@ -384,7 +394,9 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
                 i = spans[0][0]
                 results[i] = self._postprocess(seq[None], [units[i]], return_timestamps=return_timestamps)[0]
                 continue
-            got, doubt = self._window_segments(seq.tolist(), spans)
+            # the same recording twice in a window (a list with repeats, sorted by length) rightly repeats its words
+            same = {i: units[i].identity() for i, _, _ in spans}
+            got, doubt = self._window_segments(seq.tolist(), spans, same=lambda a, b: same[a] == same[b])
             retry |= doubt
             for i, at, d in spans:
                 if i not in retry:
@@ -397,14 +409,14 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
             plan.retried += len(retry)
         return results
 
-    def _window_segments(self, ids: list[int], spans: list[tuple]) -> tuple[dict, set]:
+    def _window_segments(self, ids: list[int], spans: list[tuple], same=None) -> tuple[dict, set]:
         """A packed window's segments per clip (``_split_segments``), and the clips whose split is in doubt."""
         tok = self.processor.tokenizer
         try:
             offsets = tok.decode(ids, skip_special_tokens=True, output_offsets=True).get("offsets", [])
         except Exception:
             offsets = []
-        got, doubt = _split_segments(offsets, spans)
+        got, doubt = _split_segments(offsets, spans, same)
         # text after the last timestamp, or a window cut off by the token budget, is lost from the
         # offsets: the clips from the last segment's on are in doubt
         full = tok.decode(ids, skip_special_tokens=True)
@@ -642,15 +654,15 @@ def _clip_result(segments: list, start: float, at: float, d: float, return_times
     return res
 
 
-def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]:
+def _split_segments(offsets: list[dict], spans: list[tuple], same=None) -> tuple[dict, set]:
     """Which clip each timestamped segment of a packed window belongs to.
 
     ``spans``: (clip, start s, duration s) in the window. A segment belongs to the clip it overlaps
     (the most, if it touches two but reaches more than ``_SEAM_S`` into only one). In doubt, and
     transcribed again alone: clips a segment reaches well into together, the clips on both sides
     of a segment that lies wholly in a gap (misplaced timestamps, or words made up from silence),
-    neighbours given the same words (Whisper repeating itself), and clips left without any text.
-    Returns ({clip: [(text, start, end)]}, clips in doubt)."""
+    neighbours given the same words (Whisper repeating itself; not when ``same(a, b)`` says the two clips are
+    one recording given twice), and clips left without any text. Returns ({clip: [(text, start, end)]}, clips in doubt)."""
     got: dict = {i: [] for i, _, _ in spans}
     doubt: set = set()
     previous = (None, None)        # (words, clip) of the last segment given to a clip
@@ -673,7 +685,7 @@ def _split_segments(offsets: list[dict], spans: list[tuple]) -> tuple[dict, set]
             clip = max(touched, key=overlap.get)
             got[clip].append((text, s, e))
             words = re.sub(r"\W+", "", text.lower())
-            if words == previous[0] and clip != previous[1]:
+            if words == previous[0] and clip != previous[1] and not (same and same(clip, previous[1])):
                 doubt.update((clip, previous[1]))   # the same words again in the next clip: Whisper looping
             previous = (words, clip)
     doubt.update(i for i, segs in got.items() if not segs)
