@@ -662,7 +662,8 @@ def _split_segments(offsets: list[dict], spans: list[tuple], same=None) -> tuple
     transcribed again alone: clips a segment reaches well into together, the clips on both sides
     of a segment that lies wholly in a gap (misplaced timestamps, or words made up from silence),
     neighbours given the same words (Whisper repeating itself; not when ``same(a, b)`` says the two clips are
-    one recording given twice), and clips left without any text. Returns ({clip: [(text, start, end)]}, clips in doubt)."""
+    one recording given twice), and clips left without any text.
+    Returns ({clip: [(text, start, end)]}, clips in doubt)."""
     got: dict = {i: [] for i, _, _ in spans}
     doubt: set = set()
     previous = (None, None)        # (words, clip) of the last segment given to a clip
