@@ -394,9 +394,10 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
                 i = spans[0][0]
                 results[i] = self._postprocess(seq[None], [units[i]], return_timestamps=return_timestamps)[0]
                 continue
-            # the same recording twice in a window (a list with repeats, sorted by length) rightly repeats its words
-            same = {i: units[i].identity() for i, _, _ in spans}
-            got, doubt = self._window_segments(seq.tolist(), spans, same=lambda a, b: same[a] == same[b])
+            # the same recording twice in a window (a list with repeats, sorted by length) rightly repeats its words;
+            # asked only when two neighbours got the same words
+            got, doubt = self._window_segments(seq.tolist(), spans,
+                                               same=lambda a, b: units[a].identity() == units[b].identity())
             retry |= doubt
             for i, at, d in spans:
                 if i not in retry:

@@ -315,12 +315,11 @@ def test_split_segments_gives_each_clip_its_text_and_doubts_the_rest():
     assert doubt == {1, 2} and got[0]                               # words in a gap: both neighbours again alone
     got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0)], spans)
     assert doubt == {1, 2}                                          # clips left without text
-    got, doubt = _split_segments([seg("Please hold.", 0.0, 2.0), seg("Where is the station?", 4.5, 6.0),
-                                  seg("where is the station", 8.5, 11.5)], spans)
+    repeated = [seg("Please hold.", 0.0, 2.0), seg("Where is the station?", 4.5, 6.0),
+                seg("where is the station", 8.5, 11.5)]
+    got, doubt = _split_segments(repeated, spans)
     assert doubt == {1, 2}                                          # the same words in two clips: Whisper looping
-    twice = [seg("Please hold.", 0.0, 2.0), seg("Where is the station?", 4.5, 6.0),
-             seg("where is the station", 8.5, 11.5)]
-    got, doubt = _split_segments(twice, spans, same=lambda a, b: {a, b} == {1, 2})
+    got, doubt = _split_segments(repeated, spans, same=lambda a, b: {a, b} == {1, 2})
     assert doubt == set() and got[2]                                # ... unless clips 1 and 2 are one recording twice
 
 
