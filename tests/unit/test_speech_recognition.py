@@ -283,6 +283,39 @@ def test_head_training_packs_short_clips_into_windows_with_timestamped_targets(a
     assert any("packed the 7 training rows into 3 examples" in n for n in run.notes), run.notes
 
 
+def test_predict_encodes_one_window_at_a_time_with_the_batch_s_outputs(listening):
+    """The encoder runs window by window where no gradient is kept (a third of the memory, a bit faster); the
+    outputs, the transcripts and training's batched forward are unchanged, and a copy of the model encodes with its
+    own weights."""
+    import copy
+
+    import torch
+
+    from appkit.tasks.speech_recognition import _OneWindowAtATime
+
+    clips = [(_tone(0.5 + 0.3 * k, f=200 + 60 * k), 16000) for k in range(3)]
+    before = listening.predict(clips, pack=False)
+    encoder = listening.model.get_encoder()
+    assert isinstance(encoder.__dict__.get("forward"), _OneWindowAtATime)       # set by the first predict
+    feats = listening._collate([listening._preprocess(c, where="input") for c in clips], pack=False)["input_features"]
+    calls = []
+    hook = encoder.conv1.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    with torch.no_grad():
+        chunked = encoder(feats).last_hidden_state
+    assert calls == [1, 1, 1]
+    calls.clear()
+    plain = type(encoder).forward(encoder, feats).last_hidden_state                # grad enabled: one batched pass
+    assert calls == [3] and torch.allclose(chunked, plain, atol=1e-5)
+    hook.remove()
+    assert listening.predict(clips, pack=False) == before
+    twin = copy.deepcopy(listening.model)
+    with torch.no_grad():
+        twin.get_encoder().conv1.weight.mul_(0)                                      # the copy's own weights are read
+        assert twin.get_encoder().forward.encoder is twin.get_encoder()
+        assert not torch.allclose(twin.get_encoder()(feats).last_hidden_state, chunked)
+        assert torch.allclose(encoder(feats).last_hidden_state, chunked)
+
+
 def test_packed_predict_keeps_one_result_per_clip_in_order(asr):
     clips = [(_tone(0.3 + 0.1 * k, f=200 + 40 * k), 16000) for k in range(6)]
     alone = asr.predict(clips, pack=False)
