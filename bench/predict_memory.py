@@ -59,9 +59,11 @@ IMAGE_FIXED_MB = 150
 # scores (~1 KB), the path's checked entry, list slots, allocator slack
 IMAGE_PER_IMAGE_KB = 12
 
-# speech: one batch of 8 x 30 s windows through Whisper tiny.en in bfloat16: log-mel features (8 x 80 x 3000 float32,
-# 8 MB), the encoder's activations (8 x 1500 x 384; its MLP 4x that), the decoder's cross-attention cache (4 layers x
-# K and V x 8 x 1500 x 384, 74 MB); oneDNN's cache of bfloat16 kernels (~150 MB, measured); allocator slack
+# speech: one batch of 8 x 30 s windows through Whisper tiny.en: log-mel features (8 x 80 x 3000 float32, 8 MB), the
+# encoder's activations for one window at a time (1500 x 384, its MLP 4x that: +40-70 MB measured in float32), its
+# outputs for the batch (18 MB float32), the decoder's cross-attention cache (4 layers x K and V x 8 x 1500 x 384:
+# 74 MB in bfloat16, 147 MB in float32); in bfloat16, oneDNN's cache of bf16 kernels (~150 MB, measured); allocator
+# slack. Float32 (AVX2, 64 MB held): one hour peaked at +529 MB against 589
 SPEECH_FIXED_MB = 500
 # the checked clips' samples a call keeps (the task's held_inputs_mb, read here from the task), then per hour of
 # audio: ~1,900 clips' objects and result dicts, list slots, allocator slack
