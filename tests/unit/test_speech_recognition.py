@@ -283,36 +283,42 @@ def test_head_training_packs_short_clips_into_windows_with_timestamped_targets(a
     assert any("packed the 7 training rows into 3 examples" in n for n in run.notes), run.notes
 
 
-def test_predict_encodes_one_window_at_a_time_with_the_batch_s_outputs(listening):
-    """The encoder runs window by window where no gradient is kept (a third of the memory, a bit faster); the
-    outputs, the transcripts and training's batched forward are unchanged, and a copy of the model encodes with its
-    own weights."""
+def test_predict_encodes_one_window_at_a_time_with_the_batch_s_outputs(listening_folder, monkeypatch):
+    """The encoder runs window by window where no gradient is kept (a fraction of the memory, no slower): the
+    transcripts are those of the batched encoder, a forward with gradients stays batched, and a copy of the model
+    encodes with its own weights."""
     import copy
 
     import torch
 
-    from appkit.tasks.speech_recognition import _OneWindowAtATime
+    from appkit.tasks import speech_recognition as sr
 
-    clips = [(_tone(0.5 + 0.3 * k, f=200 + 60 * k), 16000) for k in range(3)]
-    before = listening.predict(clips, pack=False)
+    listening = appkit.load("speech-recognition", listening_folder, precision="float32")   # the model predicts
+    noise = (0.3 * np.random.default_rng(0).standard_normal(16000)).astype("float32")
+    clips = [(_tone(1.0), 16000), (noise, 16000), (_tone(0.6, f=300), 16000)]
     encoder = listening.model.get_encoder()
-    assert isinstance(encoder.__dict__.get("forward"), _OneWindowAtATime)       # set by the first predict
+    with monkeypatch.context() as m:
+        m.setattr(sr, "_encode_one_window_at_a_time", lambda model: None)
+        batched = listening.predict(clips, pack=False)
+    assert batched[0]["text"] != batched[1]["text"]                               # each window heard apart
+    assert "forward" not in encoder.__dict__
+    assert listening.predict(clips, pack=False) == batched
+    assert isinstance(encoder.__dict__.get("forward"), sr._OneWindowAtATime)       # set by predict, on the instance
     feats = listening._collate([listening._preprocess(c, where="input") for c in clips], pack=False)["input_features"]
-    calls = []
-    hook = encoder.conv1.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    calls: list = []
+    hook = encoder.conv1.register_forward_hook(lambda mod, args, out: calls.append(len(args[0])))
     with torch.no_grad():
         chunked = encoder(feats).last_hidden_state
     assert calls == [1, 1, 1]
     calls.clear()
-    plain = type(encoder).forward(encoder, feats).last_hidden_state                # grad enabled: one batched pass
-    assert calls == [3] and torch.allclose(chunked, plain, atol=1e-5)
+    plain = encoder(feats).last_hidden_state                                      # gradients kept: one batched pass
+    assert calls == [3] and plain.requires_grad and torch.allclose(chunked, plain, atol=1e-5)
     hook.remove()
-    assert listening.predict(clips, pack=False) == before
-    twin = copy.deepcopy(listening.model)
+    twin = copy.deepcopy(listening.model).get_encoder()
     with torch.no_grad():
-        twin.get_encoder().conv1.weight.mul_(0)                                      # the copy's own weights are read
-        assert twin.get_encoder().forward.encoder is twin.get_encoder()
-        assert not torch.allclose(twin.get_encoder()(feats).last_hidden_state, chunked)
+        assert twin.forward.encoder is twin
+        twin.conv1.weight.mul_(0)                                                  # the copy reads its own weights
+        assert not torch.allclose(twin(feats).last_hidden_state, chunked)
         assert torch.allclose(encoder(feats).last_hidden_state, chunked)
 
 
