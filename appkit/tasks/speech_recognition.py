@@ -307,8 +307,7 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
         """A bfloat16 copy for inference (made once per weight version), or the model itself."""
         if not self._use_bf16():
             if self.kind == "whisper":
-                self.model._reorder_cache = _reorder_self_attention_only   # an instance attribute: never saved
-                _encode_one_window_at_a_time(self.model)
+                _for_decoding(self.model)
             return self.model
         key = weights_key(self.model)   # a changed weight makes the copy stale
         if self._fast is None or self._fast[0] != key:
@@ -316,8 +315,7 @@ class SpeechRecognition(TextTargetTask, TrainsHead):
             fast = bf16_copy(self.model)
             if self.kind == "whisper" and fast.device.type == "cpu":
                 fast.set_attn_implementation(_decode_attention())
-                fast._reorder_cache = _reorder_self_attention_only   # generate() asks the model first
-                _encode_one_window_at_a_time(fast)
+                _for_decoding(fast)
             self._fast = (key, fast)
         return self._fast[1]
 
@@ -661,7 +659,7 @@ class _OneWindowAtATime:
     """Whisper's encoder ``forward`` run one 30 s window at a time where no gradient is kept (predict, evaluation,
     the head's cached features): the decoder still reads the whole batch. On 2 cores (float32), eight windows at
     once peaked at +310-348 MB and took 3.0-3.6 s, one at a time +40-70 MB and 2.4-2.8 s. Set on the encoder
-    instance (``_encode_one_window_at_a_time``), so generate()'s own seeking within a window is unchanged."""
+    instance (``_for_decoding``), so generate()'s own seeking within a window is unchanged."""
 
     def __init__(self, encoder):
         self.encoder = encoder       # a deepcopy of the model copies this with it, pointing at the copied encoder
@@ -681,10 +679,13 @@ class _OneWindowAtATime:
         return BaseModelOutput(last_hidden_state=torch.cat(parts))
 
 
-def _encode_one_window_at_a_time(model) -> None:
+def _for_decoding(model) -> None:
+    """The model that predicts: beams reorder only the self-attention cache (generate() asks the model first), and
+    the encoder reads one window at a time. Instance attributes: never saved."""
+    model._reorder_cache = _reorder_self_attention_only
     encoder = model.get_encoder()
     if not isinstance(encoder.__dict__.get("forward"), _OneWindowAtATime):
-        encoder.forward = _OneWindowAtATime(encoder)      # an instance attribute: never saved
+        encoder.forward = _OneWindowAtATime(encoder)
 
 
 def _split_segments(offsets: list[dict], spans: list[tuple], same=None) -> tuple[dict, set]:

@@ -298,7 +298,7 @@ def test_predict_encodes_one_window_at_a_time_with_the_batch_s_outputs(listening
     clips = [(_tone(1.0), 16000), (noise, 16000), (_tone(0.6, f=300), 16000)]
     encoder = listening.model.get_encoder()
     with monkeypatch.context() as m:
-        m.setattr(sr, "_encode_one_window_at_a_time", lambda model: None)
+        m.setattr(sr, "_for_decoding", lambda model: None)
         batched = listening.predict(clips, pack=False)
     assert batched[0]["text"] != batched[1]["text"]                               # each window heard apart
     assert "forward" not in encoder.__dict__
