@@ -1,14 +1,15 @@
 """Prediction through onnxruntime vs appkit's torch path, same model, same inputs.
 
 Text: the packaged MiniLM-L6 with a head fine-tuned on 300 real drug reviews (a minute),
-exported with task.export_onnx, then 500 real review texts of 1-8 sentences. Image: the
+exported with task.export_onnx, then 500 real review texts of 1-8 sentences (``--length long``: whole
+reviews, as bench/text_predict.py's long set). Image: the
 packaged EfficientNet-Lite0 (ImageNet) on the clip-art product images. Each side: one warm-up,
 then 3 interleaved rounds, median kept. Sides: appkit torch as loaded by default (bf16 autocast
 where the CPU has native bf16), appkit torch in float32, and load(..., backend="onnx") (float32
 onnxruntime behind appkit's own preprocessing and batching). Prints items/s, the ratio and how
 often the labels agree, plus the export's parity check (max abs logit difference).
 
-    python bench/onnx_predict.py [--task text|image|both] [--n 500] [--rounds 3]
+    python bench/onnx_predict.py [--task text|image|both] [--n 500] [--rounds 3] [--length mixed|short|long]
 """
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def main() -> None:
     ap.add_argument("--task", choices=["text", "image", "both"], default="both")
     ap.add_argument("--n", type=int, default=500, help="texts (images: at most the clip-art set)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--length", choices=["short", "mixed", "long"], default="mixed",
+                    help="text: sentences per text as in bench/text_predict.py (long: whole reviews)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     from transformers.utils import logging as hf_logging
@@ -74,7 +77,7 @@ def main() -> None:
     if args.task in ("text", "both"):
         from text_predict import review_texts   # bench/text_predict.py: real review texts
 
-        compare("text-classification", trained_text_model(tmp / "text"), review_texts(args.n, 0), args.rounds)
+        compare("text-classification", trained_text_model(tmp / "text"), review_texts(args.n, 0, args.length), args.rounds)
     if args.task in ("image", "both"):
         import appkit
         from appkit.samples import clipart_products

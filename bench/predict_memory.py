@@ -16,8 +16,9 @@ speech: real short clips (LibriVox and Asterisk prompts, ``appkit.samples.speech
 list of paths to the packaged Whisper tiny.en: ``--hours`` of them (default 10) in one call, in a fresh process
 after an 8-clip warm-up, measured (not extrapolated). Every clip is read and checked before any model work; a
 call keeps the 16 kHz samples of the first ``held_inputs_mb`` (512 MB, about 2.3 hours) and reads the rest from
-their files again when their batch runs, so past that the call grows only by its results. 10 hours take 40-90
-minutes on 2 cores (``--threads 1`` leaves one core free at about half the speed).
+their files again when their batch runs, so past that the call grows only by its results. 10 hours took 124
+minutes on 2 AVX2 cores in float32 (2026-12-07: peak +1,009 MB of its 1,262 MB bound); ``--threads 1`` leaves one
+core free at about half the speed.
 
 Peer: the bound stated below for each task, from what must be held: the inputs as appkit keeps them, one
 result per input, and one batch of activations. Prints the resident memory (RSS, sampled every 10 ms)
@@ -63,7 +64,7 @@ IMAGE_PER_IMAGE_KB = 12
 # encoder's activations for one window at a time (1500 x 384, its MLP 4x that: +40-70 MB measured in float32), its
 # outputs for the batch (18 MB float32), the decoder's cross-attention cache (4 layers x K and V x 8 x 1500 x 384:
 # 74 MB in bfloat16, 147 MB in float32); in bfloat16, oneDNN's cache of bf16 kernels (~150 MB, measured); allocator
-# slack. Float32 (AVX2, 64 MB held): one hour peaked at +529 MB against 589
+# slack. Float32 (AVX2): one hour with 64 MB held peaked at +529 MB against 589; ten hours (512 MB held) +1,009 of 1,262
 SPEECH_FIXED_MB = 500
 # the checked clips' samples a call keeps (the task's held_inputs_mb, read here from the task), then per hour of
 # audio: ~1,900 clips' objects and result dicts, list slots, allocator slack
