@@ -77,7 +77,8 @@ def main() -> None:
     if args.task in ("text", "both"):
         from text_predict import review_texts   # bench/text_predict.py: real review texts
 
-        compare("text-classification", trained_text_model(tmp / "text"), review_texts(args.n, 0, args.length), args.rounds)
+        texts = review_texts(args.n, 0, args.length)
+        compare("text-classification", trained_text_model(tmp / "text"), texts, args.rounds)
     if args.task in ("image", "both"):
         import appkit
         from appkit.samples import clipart_products
