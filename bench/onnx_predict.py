@@ -62,11 +62,13 @@ def compare(task: str, folder: Path, inputs: list, rounds: int) -> None:
 
 
 def main() -> None:
+    from text_predict import SENTENCES, review_texts   # bench/text_predict.py: real review texts, their lengths
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=["text", "image", "both"], default="both")
     ap.add_argument("--n", type=int, default=500, help="texts (images: at most the clip-art set)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--length", choices=["short", "mixed", "long"], default="mixed",
+    ap.add_argument("--length", choices=list(SENTENCES), default="mixed",
                     help="text: sentences per text as in bench/text_predict.py (long: whole reviews)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -75,8 +77,6 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     tmp = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
     if args.task in ("text", "both"):
-        from text_predict import review_texts   # bench/text_predict.py: real review texts
-
         texts = review_texts(args.n, 0, args.length)
         compare("text-classification", trained_text_model(tmp / "text"), texts, args.rounds)
     if args.task in ("image", "both"):
